@@ -1,0 +1,1 @@
+"""fnforge optimizer: LLM access, agents and training."""

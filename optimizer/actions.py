@@ -1,0 +1,383 @@
+"""Structured optimizer actions: add_function, revise_function, remove_function, terminate.
+
+The model proposes them as tool calls where the endpoint supports tools, otherwise through JSON
+mode with a schema (llama.cpp's ``{"type": "json_object", "schema": ...}``, which constrains
+sampling with a grammar). Either way the caller gets the same dataclasses. Output that does not
+parse or validate is sent back to the model with the error, a bounded number of times, because
+small models often fix a reply once told what is wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sandbox.errors import InvalidSpec
+from sandbox.spec import FunctionSpec
+
+from .llm import ChatResult, LLMClient, LLMError, LLMRequestError
+
+ACTION_NAMES: tuple[str, ...] = ("add_function", "revise_function", "remove_function",
+                                 "terminate")
+Mode = Literal["tools", "json"]
+
+
+@dataclass(frozen=True)
+class AddFunction:
+    function: FunctionSpec
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReviseFunction:
+    function: FunctionSpec
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RemoveFunction:
+    name: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Terminate:
+    reason: str = ""
+
+
+Action = AddFunction | ReviseFunction | RemoveFunction | Terminate
+
+
+@dataclass(frozen=True)
+class ActionReply:
+    """The parsed actions plus what it took to get them."""
+
+    actions: tuple[Action, ...]
+    mode: Mode
+    attempts: int
+    errors: tuple[str, ...] = ()          # parse errors fed back on the way
+    results: tuple[ChatResult, ...] = field(default=(), repr=False)
+
+
+class ActionParseError(LLMError):
+    """The model's output still did not parse after the allowed number of attempts."""
+
+    def __init__(self, message: str, errors: Sequence[str], raw: str) -> None:
+        super().__init__(message)
+        self.errors = tuple(errors)
+        self.raw = raw
+
+
+# ---- schemas ------------------------------------------------------------------------------------
+
+_TEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "args": {"type": "object"},
+        "expect": {},
+        "expect_error": {"type": "string"},
+    },
+    "required": ["args"],
+}
+
+FUNCTION_PROPERTIES: dict[str, Any] = {
+    "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+             "description": "Python identifier; the def in code has it"},
+    "description": {"type": "string", "maxLength": 400,
+                    "description": "what the function does, one sentence"},
+    "parameters": {"type": "object",
+                   "description": "JSON schema (type object) of the keyword arguments"},
+    "code": {"type": "string", "description": "Python source: def name(...): ..."},
+    "packages": {"type": "array", "items": {"type": "string"},
+                 "description": "extra packages the code imports (usually none)"},
+    "tests": {"type": "array", "items": _TEST_SCHEMA,
+              "description": "calls with their expected value or exception type name"},
+}
+_FUNCTION_REQUIRED = ["name", "description", "parameters", "code"]
+_REASON = {"type": "string", "maxLength": 240, "description": "why this action helps"}
+_IDENT = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
+
+
+def function_schema() -> dict[str, Any]:
+    """JSON schema of a function in an action (the sandbox FunctionSpec's JSON form)."""
+    return {"type": "object", "properties": dict(FUNCTION_PROPERTIES),
+            "required": list(_FUNCTION_REQUIRED)}
+
+
+def tool_definitions(allowed: Sequence[str] = ACTION_NAMES) -> list[dict[str, Any]]:
+    """OpenAI ``tools`` for the allowed actions (function fields flattened into the arguments)."""
+    func_args = {"type": "object",
+                 "properties": {**FUNCTION_PROPERTIES, "reason": _REASON},
+                 "required": [*_FUNCTION_REQUIRED, "reason"]}
+    specs: dict[str, tuple[str, dict[str, Any]]] = {
+        "add_function": ("Add a new function to the agent's library.", func_args),
+        "revise_function": ("Replace an existing function (same name) with a better one.",
+                            func_args),
+        "remove_function": ("Remove a function from the agent's library.",
+                            {"type": "object",
+                             "properties": {"name": _IDENT, "reason": _REASON},
+                             "required": ["name", "reason"]}),
+        "terminate": ("Stop optimizing: the library is good enough.",
+                      {"type": "object", "properties": {"reason": _REASON},
+                       "required": ["reason"]}),
+    }
+    return [{"type": "function",
+             "function": {"name": name, "description": specs[name][0],
+                          "parameters": specs[name][1]}}
+            for name in _check_allowed(allowed)]
+
+
+def json_mode_schema(allowed: Sequence[str] = ACTION_NAMES) -> dict[str, Any]:
+    """Schema for JSON mode: ``{"actions": [{"action": NAME, ...}, ...]}``.
+
+    One variant per action (anyOf with a const name), so the grammar forces add/revise to carry
+    a function and remove to carry a name; the action name comes first so the model commits early.
+    """
+    extras: dict[str, dict[str, Any]] = {
+        "add_function": {"function": function_schema()},
+        "revise_function": {"function": function_schema()},
+        "remove_function": {"name": _IDENT},
+        "terminate": {},
+    }
+    variants: list[dict[str, Any]] = [{"type": "object",
+                 "properties": {"action": {"const": name}, **extras[name], "reason": _REASON},
+                 "required": ["action", *extras[name], "reason"]}
+                for name in _check_allowed(allowed)]
+    items: dict[str, Any] = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {"type": "object",
+            "properties": {"actions": {"type": "array", "items": items, "minItems": 1,
+                                       "maxItems": 8}},
+            "required": ["actions"]}
+
+
+def response_format(allowed: Sequence[str] = ACTION_NAMES) -> dict[str, Any]:
+    """llama.cpp server's JSON mode with a schema (OpenAI's json_schema form is not served)."""
+    return {"type": "json_object", "schema": json_mode_schema(allowed)}
+
+
+def _check_allowed(allowed: Sequence[str]) -> list[str]:
+    names = [n for n in ACTION_NAMES if n in allowed]
+    unknown = set(allowed) - set(ACTION_NAMES)
+    if unknown or not names:
+        raise ValueError(f"allowed actions must be among {', '.join(ACTION_NAMES)}, "
+                         f"got {', '.join(map(str, allowed)) or 'none'}")
+    return names
+
+
+JSON_MODE_INSTRUCTIONS = (
+    'Reply with one JSON object {"actions": [...]}. Each action is an object with "action" '
+    '(one of add_function, revise_function, remove_function, terminate) and "reason"; '
+    'add_function and revise_function also carry "function": {"name", "description", '
+    '"parameters" (JSON schema of type object), "code" (a Python def with that name), '
+    '"packages" (list), "tests" ([{"args": {...}, "expect": value}])}; remove_function '
+    'carries "name".'
+)
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+def parse_action(name: str, args: Any) -> Action:
+    """One action from its name and arguments; ValueError says what is wrong."""
+    if name not in ACTION_NAMES:
+        raise ValueError(f"unknown action {name!r}; use one of {', '.join(ACTION_NAMES)}")
+    if not isinstance(args, dict):
+        raise ValueError(f"{name}: arguments must be a JSON object")
+    reason = args.get("reason", "")
+    if not isinstance(reason, str):
+        raise ValueError(f"{name}: 'reason' must be a string")
+    if name == "terminate":
+        return Terminate(reason=reason)
+    if name == "remove_function":
+        target = args.get("name")
+        if not isinstance(target, str) or not target.isidentifier():
+            raise ValueError("remove_function: 'name' must name the function to remove")
+        return RemoveFunction(name=target, reason=reason)
+    raw_fn = args.get("function")
+    if raw_fn is None:  # tool-call form: the function's fields are the arguments themselves
+        raw_fn = {k: v for k, v in args.items() if k not in ("reason", "action")}
+    spec = _function(name, raw_fn)
+    return AddFunction(spec, reason) if name == "add_function" else ReviseFunction(spec, reason)
+
+
+def _function(action: str, raw: Any) -> FunctionSpec:
+    params = raw.get("parameters") if isinstance(raw, dict) else None
+    if (isinstance(params, dict) and params and "type" not in params
+            and "properties" not in params and all(isinstance(v, dict) for v in params.values())):
+        # A bare properties map (models often send one): FunctionSpec's "arguments" form.
+        raw = {**{k: v for k, v in raw.items() if k != "parameters"}, "arguments": params}
+    try:
+        spec = FunctionSpec.from_dict(raw)
+    except InvalidSpec as exc:
+        raise ValueError(f"{action}: {exc}") from None
+    if not spec.name.isidentifier():
+        raise ValueError(f"{action}: function name {spec.name!r} is not a Python identifier")
+    if spec.parameters.get("type", "object") != "object":
+        raise ValueError(f"{action}: 'parameters' must be a JSON schema with type object")
+    try:
+        tree = ast.parse(spec.code)
+    except SyntaxError as exc:
+        raise ValueError(f"{action}: code of {spec.name!r} has a syntax error at line "
+                         f"{exc.lineno}: {exc.msg}") from None
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    if spec.name not in defined:
+        raise ValueError(f"{action}: code must define a top-level 'def {spec.name}(...)'")
+    return spec
+
+
+def parse_json_reply(text: str | None) -> tuple[Action, ...]:
+    """Actions from a JSON-mode reply (also accepts a single bare action object)."""
+    if not text or not text.strip():
+        raise ValueError("the reply was empty; send a JSON object with an 'actions' list")
+    body = text.strip()
+    if body.startswith("```"):  # models love fences even when told not to
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno})") from None
+    if isinstance(data, dict) and "action" in data and "actions" not in data:
+        data = {"actions": [data]}
+    if not isinstance(data, dict) or not isinstance(data.get("actions"), list):
+        raise ValueError("the reply must be a JSON object with an 'actions' list")
+    if not data["actions"]:
+        raise ValueError("the 'actions' list is empty; give at least one action "
+                         "(terminate if nothing should change)")
+    actions = []
+    for i, item in enumerate(data["actions"]):
+        if not isinstance(item, dict) or not isinstance(item.get("action"), str):
+            raise ValueError(f"actions[{i}] must be an object with an 'action' name")
+        try:
+            actions.append(parse_action(item["action"], item))
+        except ValueError as exc:
+            raise ValueError(f"actions[{i}]: {exc}") from None
+    return tuple(actions)
+
+
+def parse_tool_calls(result: ChatResult) -> tuple[Action, ...]:
+    """Actions from a reply's tool calls."""
+    if not result.tool_calls:
+        raise ValueError("no tool was called; call one of add_function, revise_function, "
+                         "remove_function or terminate")
+    actions = []
+    for call in result.tool_calls:
+        try:
+            args = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{call.name}: arguments are not valid JSON ({exc.msg} at column "
+                             f"{exc.colno})") from None
+        actions.append(parse_action(call.name, args))
+    return tuple(actions)
+
+
+# ---- the request loop ---------------------------------------------------------------------------
+
+def choose_mode(client: LLMClient) -> Mode:
+    """Tools where the endpoint takes them; JSON mode for the local server or when told to."""
+    setting = client.config.structured
+    if setting == "json" or client.tools_unsupported:
+        return "json"
+    if setting == "tools":
+        return "tools"
+    return "json" if client.config.provider == "local" else "tools"
+
+
+def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
+                    role: str = "optimizer", mode: Mode | None = None, max_attempts: int = 3,
+                    temperature: float | None = None, max_tokens: int | None = None,
+                    seed: int | None = None,
+                    allowed: Sequence[str] = ACTION_NAMES) -> ActionReply:
+    """Ask ``role`` for actions; retry malformed output with the error fed back.
+
+    ``allowed`` narrows the actions offered (e.g. no remove/revise while the library is empty).
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    allowed = _check_allowed(allowed)
+    chosen: Mode = mode or choose_mode(client)
+    history = [dict(m) for m in messages]
+    errors: list[str] = []
+    results: list[ChatResult] = []
+    raw = ""
+    for attempt in range(1, max_attempts + 1):
+        if chosen == "tools":
+            try:
+                result = client.chat(role, history, tools=tool_definitions(allowed),
+                                     tool_choice=_tool_choice(client, allowed),
+                                     temperature=temperature,
+                                     max_tokens=max_tokens, seed=seed)
+            except LLMRequestError as exc:
+                if mode == "tools" or not _tools_refused(exc):
+                    raise
+                client.tools_unsupported = True  # remember: later calls go straight to JSON
+                chosen = "json"
+                continue
+        else:
+            result = client.chat(role, _with_json_instructions(history),
+                                 response_format=response_format(allowed),
+                                 temperature=temperature,
+                                 max_tokens=max_tokens, seed=seed)
+        results.append(result)
+        raw = result.text or json.dumps([c.arguments for c in result.tool_calls])
+        try:
+            actions = (parse_tool_calls(result) if chosen == "tools"
+                       else parse_json_reply(result.text))
+            refused = [type(a).__name__ for a in actions if _name_of(a) not in allowed]
+            if refused:
+                raise ValueError(f"only {', '.join(allowed)} may be used here, "
+                                 f"not {', '.join(refused)}")
+        except ValueError as exc:
+            errors.append(str(exc))
+            history.extend(_feedback(result, str(exc), chosen))
+            continue
+        return ActionReply(actions=actions, mode=chosen, attempts=attempt,
+                           errors=tuple(errors), results=tuple(results))
+    raise ActionParseError(
+        f"the {role} model gave no usable actions in {max_attempts} attempt(s) ({chosen} mode); "
+        f"last problem: {errors[-1] if errors else 'none'}. A stronger model, or JSON mode "
+        "(llm.structured = \"json\"), usually fixes this.", errors, raw)
+
+
+def _tool_choice(client: LLMClient, allowed: Sequence[str]) -> Any:
+    """Force a tool call: by name when only one is allowed (every server takes that form);
+    "required" otherwise, except llama.cpp's chatml-function-calling, which takes only "auto".
+    """
+    if len(allowed) == 1:
+        return {"type": "function", "function": {"name": allowed[0]}}
+    return "auto" if client.config.provider == "local" else "required"
+
+
+def _name_of(action: Action) -> str:
+    return {AddFunction: "add_function", ReviseFunction: "revise_function",
+            RemoveFunction: "remove_function", Terminate: "terminate"}[type(action)]
+
+
+def _tools_refused(exc: LLMRequestError) -> bool:
+    text = str(exc).lower()
+    return exc.status in (400, 422, 501) and ("tool" in text or "function" in text)
+
+
+def _with_json_instructions(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append the JSON instructions to the system message (stable prefix stays first)."""
+    out = [dict(m) for m in history]
+    if out and out[0].get("role") == "system":
+        content = str(out[0].get("content") or "")
+        if JSON_MODE_INSTRUCTIONS not in content:
+            out[0]["content"] = f"{content}\n\n{JSON_MODE_INSTRUCTIONS}".strip()
+    else:
+        out.insert(0, {"role": "system", "content": JSON_MODE_INSTRUCTIONS})
+    return out
+
+
+def _feedback(result: ChatResult, error: str, mode: Mode) -> list[dict[str, Any]]:
+    """Messages telling the model what was wrong, in the protocol's own form."""
+    fix = f"Your reply could not be used: {error}. Reply again, correctly."
+    if mode == "tools" and result.tool_calls:
+        msgs: list[dict[str, Any]] = [result.assistant_message()]
+        msgs += [{"role": "tool", "tool_call_id": c.id, "content": fix}
+                 for c in result.tool_calls]
+        return msgs
+    return [{"role": "assistant", "content": result.text or ""}, {"role": "user", "content": fix}]

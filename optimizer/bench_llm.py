@@ -1,0 +1,125 @@
+"""Benchmark rows for a chat endpoint: prompt and generation tokens/s, time to first token.
+
+Prompts are laid out the way fnforge lays them out, stable part first: the server (llama.cpp)
+reuses the cached prefix, so a repeated prefix should answer much sooner than a fresh one.
+``python -m optimizer.bench_llm [--base-url URL --model NAME] [--json]``; with no URL it uses the
+running local server, starting (and afterwards stopping) one if none runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+from .config import config_from_dict, load_config
+from .llm import LLMClient
+
+STABLE_PREFIX = (
+    "You improve the function library of a Python agent. Each function is a JSON object with "
+    "name, description, parameters (a JSON schema of type object), code (one Python def), "
+    "packages and tests. Functions run in a sandbox without network or files; keep them pure, "
+    "short and deterministic, validate arguments and raise ValueError on bad input. "
+) * 6
+
+
+def _messages(prefix: str, question: str) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": prefix}, {"role": "user", "content": question}]
+
+
+def _ttft(client: LLMClient, messages: list[dict[str, Any]],
+          max_tokens: int) -> tuple[float, float, int]:
+    """(time to first piece, total time, pieces) of a streamed reply."""
+    start = time.perf_counter()
+    first: float | None = None
+    pieces = 0
+    for _ in client.stream_text("assistant", messages, max_tokens=max_tokens, temperature=0.0):
+        if first is None:
+            first = time.perf_counter() - start
+        pieces += 1
+    total = time.perf_counter() - start
+    return (first if first is not None else total), total, pieces
+
+
+def bench_rows(base_url: str, model: str, repeats: int = 2) -> list[dict[str, Any]]:
+    """Measure the endpoint; each row is {"bench", "value", "unit", "model", "detail"}."""
+    cfg = config_from_dict({"provider": "openai", "base_url": base_url, "model": model,
+                            "max_retries": 1, "timeout": 600.0}, env={})
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, value: float, unit: str, detail: str) -> None:
+        rows.append({"bench": name, "value": round(value, 3), "unit": unit, "model": model,
+                     "detail": detail})
+
+    with LLMClient(cfg, use_config_cache=False, base_url=base_url) as client:
+        client.chat("assistant", _messages("Warm up.", "Say OK."), max_tokens=1)  # load, connect
+        # Prompt processing: a nonce first defeats the prefix cache; one output token.
+        fresh = f"[run {uuid.uuid4().hex}] {STABLE_PREFIX}"
+        start = time.perf_counter()
+        result = client.chat("assistant", _messages(fresh, "Say OK."), max_tokens=1,
+                             temperature=0.0)
+        elapsed = time.perf_counter() - start
+        row("llm_prompt_tokens_per_s", result.prompt_tokens / elapsed if elapsed else 0.0,
+            "tokens/s", f"{result.prompt_tokens} prompt tokens, uncached, {elapsed:.2f} s")
+
+        # Time to first token: fresh prefix, then the same prefix again with new questions.
+        cold_prefix = f"[run {uuid.uuid4().hex}] {STABLE_PREFIX}"
+        cold, _, _ = _ttft(client, _messages(cold_prefix, "Name one prime."), 4)
+        warm = [_ttft(client, _messages(cold_prefix, f"Name a number above {i}."), 4)[0]
+                for i in range(repeats)]
+        row("llm_ttft_cold_s", cold, "s", "stable prefix not cached")
+        row("llm_ttft_repeated_prefix_s", statistics.median(warm), "s",
+            f"same stable prefix, new question; median of {repeats}")
+
+        # Generation speed: time after the first piece over the pieces that followed.
+        first, total, pieces = _ttft(
+            client, _messages("You are a helpful assistant.",
+                              "Write the numbers from 1 to 100 in words, one per line."), 64)
+        gen_time = total - first
+        row("llm_generation_tokens_per_s",
+            (pieces - 1) / gen_time if pieces > 1 and gen_time > 0 else 0.0,
+            "tokens/s", f"{pieces} tokens streamed")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m optimizer.bench_llm")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (default: local server)")
+    parser.add_argument("--model", help="model name (default: the local model's alias)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    server = None
+    base_url, model = args.base_url, args.model
+    if base_url is None:
+        from .local_llm import LocalServer
+
+        local = load_config().local
+        server = LocalServer()
+        info = server.status()
+        if info is not None:
+            server = None  # somebody else's: leave it running
+        else:
+            info = server.start(local)
+        base_url, model = info.base_url, model or info.model
+    if model is None:
+        parser.error("--model is required with --base-url")
+    try:
+        rows = bench_rows(base_url, model)
+    finally:
+        if server is not None:
+            server.stop()
+    for r in rows:
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"{r['bench']:<32} {r['value']:>10.3f} {r['unit']:<9} {r['detail']}")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

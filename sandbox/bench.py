@@ -1,0 +1,202 @@
+"""`python -m sandbox bench`: fnforge's call path against the baselines, measured in one run.
+
+Baselines, on the same image with the same hardening:
+(a) a new `docker run` per call (how AgentOptimizer executes functions),
+(b) `docker exec python3 -c ...` into a warm container (how AutoGen's Docker executor runs code),
+(c) the floor: one JSON line each way to a local subprocess.
+Targets (issue 2): p50 at least 20x faster than (b) and 80x faster than (a). Issue 3: vetting
+throughput of 20 functions per second or more (three unit tests each, warm pool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .container import connect, container_options, remove
+from .image import find_image
+from .limits import DEFAULT_LIMITS
+from .runtime import Sandbox
+from .spec import FunctionSpec
+
+_console = Console(stderr=True)
+TRIVIAL = FunctionSpec.from_dict({
+    "name": "add", "description": "add two integers",
+    "parameters": {"type": "object", "properties": {"a": {"type": "integer"},
+                                                    "b": {"type": "integer"}},
+                   "required": ["a", "b"]},
+    "code": "def add(a, b):\n    return a + b\n"})
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"n": len(ordered), "p50_ms": round(statistics.median(ordered), 3),
+            "p99_ms": round(p99, 3)}
+
+
+def _time(fn: Callable[[], Any], n: int, label: str) -> list[float]:
+    samples = []
+    with _console.status(label):
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def _floor(n: int) -> list[float]:
+    echo = ("import sys\nfor line in sys.stdin:\n"
+            "    sys.stdout.write(line)\n    sys.stdout.flush()\n")
+    proc = subprocess.Popen([sys.executable, "-c", echo], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+    line = (json.dumps({"op": "call", "args": {"a": 1, "b": 2}}) + "\n").encode()
+
+    def round_trip() -> None:
+        stdin.write(line)
+        stdin.flush()
+        stdout.readline()
+
+    try:
+        return _time(round_trip, n, "floor: JSON line round trip to a local subprocess")
+    finally:
+        stdin.close()
+        proc.wait()
+
+
+def _docker_baselines(n_run: int, n_exec: int) -> tuple[list[float], list[float]]:
+    client = connect()
+    image = str(find_image(client).id)
+    snippet = ["/usr/bin/python3", "-c", "print(1 + 2)"]
+
+    def docker_run() -> None:
+        options = container_options(image, DEFAULT_LIMITS)
+        options.update(entrypoint=snippet, stdin_open=False)
+        container = client.containers.run(detach=True, **options)
+        container.wait()
+        remove(container)
+
+    run_samples = _time(docker_run, n_run, "(a) a new hardened `docker run` per call")
+    options = container_options(image, DEFAULT_LIMITS)
+    options.update(entrypoint=["/bin/sleep", "infinity"], stdin_open=False)
+    warm = client.containers.run(detach=True, **options)
+    try:
+        exec_samples = _time(lambda: warm.exec_run(snippet), n_exec,
+                             "(b) `docker exec python3 -c` into a warm container")
+    finally:
+        remove(warm)
+    return run_samples, exec_samples
+
+
+def _throughput(sandbox: Sandbox, concurrency: int, seconds: float) -> float:
+    count = [0] * concurrency
+    stop = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        while time.monotonic() < stop:
+            sandbox.call(TRIVIAL, {"a": i, "b": 1})
+            count[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(count) / (time.monotonic() - start)
+
+
+def _vet_rate(sandbox: Sandbox, n: int) -> float | None:
+    try:
+        from .vet import vet
+    except ImportError:
+        return None
+    specs = []
+    for i in range(n):  # distinct code, so no verdict comes from the cache
+        specs.append(FunctionSpec.from_dict({
+            "name": "scaled_sum", "description": "k times the sum of 1..n",
+            "parameters": {"type": "object", "properties": {"n": {"type": "integer"}},
+                           "required": ["n"]},
+            "code": f"def scaled_sum(n):\n    return {i + 1} * sum(range(1, n + 1))\n",
+            "tests": [{"args": {"n": m}, "expect": (i + 1) * m * (m + 1) // 2}
+                      for m in (1, 4, 10)]}))
+    start = time.monotonic()
+    with _console.status(f"vetting {n} functions (three unit tests each)"):
+        reports = [vet(sandbox, spec) for spec in specs]
+    elapsed = time.monotonic() - start
+    if not all(r.passed for r in reports):
+        _console.print("[red]benchmark functions were rejected: vetting figure not valid[/]")
+        return None
+    return n / elapsed
+
+
+def main(args: argparse.Namespace) -> int:
+    figures: dict[str, Any] = {}
+    figures["floor"] = _percentiles(_floor(1000))
+    run_samples, exec_samples = _docker_baselines(n_run=15, n_exec=40)
+    figures["docker_run"] = _percentiles(run_samples)
+    figures["docker_exec"] = _percentiles(exec_samples)
+    with Sandbox(pool_size=4) as sandbox:
+        figures["image_id"] = sandbox.image_id
+        for _ in range(20):  # warm every container
+            sandbox.call(TRIVIAL, {"a": 1, "b": 2})
+        with Sandbox(pool_size=1) as single:
+            single.call(TRIVIAL, {"a": 1, "b": 2})
+            figures["fnforge"] = _percentiles(_time(
+                lambda: single.call(TRIVIAL, {"a": 1, "b": 2}), args.calls,
+                "fnforge: Sandbox.call, one fresh process per call"))
+        figures["calls_per_s"] = {str(c): round(_throughput(sandbox, c, 3.0), 1)
+                                  for c in (1, 2, 4)}
+        rate = _vet_rate(sandbox, 40)
+        figures["vet_functions_per_s"] = round(rate, 1) if rate is not None else None
+    p50 = figures["fnforge"]["p50_ms"]
+    figures["ratios"] = {
+        "docker_exec_over_fnforge_p50": round(figures["docker_exec"]["p50_ms"] / p50, 1),
+        "docker_run_over_fnforge_p50": round(figures["docker_run"]["p50_ms"] / p50, 1),
+        "fnforge_over_floor_p50": round(p50 / figures["floor"]["p50_ms"], 1),
+    }
+    _report(figures)
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    sys.stdout.write(json.dumps(figures) + "\n")
+    return 0
+
+
+def _report(f: dict[str, Any]) -> None:
+    table = Table(title="fnforge sandbox benchmark (one run, one machine)")
+    for column in ("path", "p50 ms", "p99 ms", "n"):
+        table.add_column(column)
+    for key, label in (("floor", "(c) floor: JSON line to a local subprocess"),
+                       ("fnforge", "fnforge Sandbox.call (fresh process per call)"),
+                       ("docker_exec", "(b) docker exec python3 -c, warm container"),
+                       ("docker_run", "(a) docker run per call")):
+        row = f[key]
+        table.add_row(label, f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", str(row["n"]))
+    _console.print(table)
+    r = f["ratios"]
+    exec_ok = r["docker_exec_over_fnforge_p50"] >= 20
+    run_ok = r["docker_run_over_fnforge_p50"] >= 80
+    _console.print(f"docker exec / fnforge p50 = {r['docker_exec_over_fnforge_p50']}x "
+                   f"(target >= 20x: {'met' if exec_ok else 'MISSED'})")
+    _console.print(f"docker run / fnforge p50 = {r['docker_run_over_fnforge_p50']}x "
+                   f"(target >= 80x: {'met' if run_ok else 'MISSED'})")
+    _console.print(f"fnforge / floor p50 = {r['fnforge_over_floor_p50']}x")
+    _console.print("calls per second at concurrency 1, 2, 4 (pool of 4): "
+                   + ", ".join(f"{c}: {v}" for c, v in f["calls_per_s"].items()))
+    vet = f["vet_functions_per_s"]
+    if vet is not None:
+        _console.print(f"vetting: {vet} functions/s with three unit tests each "
+                       f"(target >= 20: {'met' if vet >= 20 else 'MISSED'})")

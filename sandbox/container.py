@@ -1,0 +1,183 @@
+"""Hardened containers: the one place that builds container options, plus the attached stream.
+
+Every option below is on by default and named where it is applied. The runner inside adds its own
+per-call confinement (sandbox/runner/server.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import struct
+import time
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import LogConfig, Ulimit
+
+from .errors import EngineUnavailable, SandboxBroken
+from .image import LABEL
+from .limits import SANDBOX_UID, Limits
+
+OWNER_LABEL = "fnforge.owner"  # host pid of the process that owns the container
+
+
+def container_options(image: str, limits: Limits, runtime: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for docker-py's containers.create: every hardening knob, nothing else."""
+    mb = 1024 * 1024
+    options: dict[str, Any] = dict(
+        image=image,
+        labels={LABEL: "container", OWNER_LABEL: str(os.getpid())},
+        stdin_open=True,  # the protocol stream; the runner's only channel
+        network_mode="none",  # no interface but loopback
+        read_only=True,  # read-only root filesystem
+        tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=limits.pids,
+        mem_limit=limits.memory_mb * mb,
+        memswap_limit=limits.memory_mb * mb,  # equal: no swap
+        nano_cpus=int(limits.cpus * 1e9),
+        ulimits=[
+            Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+            Ulimit(name="nproc", soft=limits.nproc, hard=limits.nproc),
+            Ulimit(name="fsize", soft=limits.fsize_mb * mb, hard=limits.fsize_mb * mb),
+            Ulimit(name="cpu", soft=limits.container_cpu_s, hard=limits.container_cpu_s),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+        ipc_mode="none",
+        # The runner is the init (pid 1): it reaps every orphan and cannot be signalled from inside.
+        # docker-init is not used: as pid 1 it would hold the protocol stream in a process the
+        # code under test can reach through /proc/1/fd and /proc/1/mem (same uid, dumpable).
+        init=False,
+        environment={},  # nothing from the host, ever
+        log_config=LogConfig(type="none"),
+        hostname="sandbox",
+        working_dir="/tmp",
+        privileged=False,
+        mounts=[],  # no host path, no Docker socket
+        devices=[],
+    )
+    if runtime:
+        options["runtime"] = runtime  # e.g. runsc (gVisor) when installed
+    return options
+
+
+def connect() -> docker.DockerClient:
+    """A client for the engine at DOCKER_HOST (or the default socket), or a clear error."""
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:
+        raise EngineUnavailable(f"Docker engine not reachable at {where}: start it or set "
+                                f"DOCKER_HOST ({type(exc).__name__})") from None
+    return client
+
+
+def default_runtime(client: docker.DockerClient) -> str | None:
+    """runsc when the engine has gVisor, else the engine's default (runc)."""
+    runtimes = client.info().get("Runtimes", {})
+    return "runsc" if "runsc" in runtimes else None
+
+
+def remove(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
+
+
+def gc(client: docker.DockerClient, everything: bool = False) -> list[str]:
+    """Remove fnforge containers whose owner process is gone (all of them with everything)."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL}=container"}):
+        owner = container.labels.get(OWNER_LABEL, "")
+        if not everything and owner.isdigit() and _alive(int(owner)):
+            continue
+        remove(container)
+        removed.append(container.short_id)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Stream:
+    """The runner's stdin/stdout over Docker's attach API: JSON lines, bounded, with deadlines.
+
+    Docker multiplexes stdout and stderr in frames of an 8-byte header (stream, 0, 0, 0, size).
+    """
+
+    def __init__(self, client: docker.DockerClient, container: Container, max_line: int):
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        raw = client.api.attach_socket(container.id, params=params)
+        self._sock: socket.socket = getattr(raw, "_sock", raw)
+        self._sock.setblocking(True)
+        self._pending = b""  # bytes of the current frame stream not yet parsed
+        self._stdout = b""
+        self.stderr = b""  # the runner's own stderr: diagnostics only, bounded
+        self._max_line = max_line
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._sock.sendall((json.dumps(message, allow_nan=False) + "\n").encode())
+
+    def receive(self, deadline: float) -> dict[str, Any]:
+        """The next JSON line, or SandboxBroken on timeout, EOF, overflow or garbage."""
+        while b"\n" not in self._stdout:
+            if len(self._stdout) > self._max_line:
+                raise SandboxBroken("runner response over the size limit")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no response from the runner in time")
+            ready, _, _ = select.select([self._sock], [], [], remaining)
+            if not ready:
+                continue
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise SandboxBroken("the container closed its stream" + self._stderr_tail())
+            self._pending += chunk
+            self._parse_frames()
+        line, self._stdout = self._stdout.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise SandboxBroken("runner sent a line that is not JSON") from None
+        if not isinstance(message, dict):
+            raise SandboxBroken("runner sent JSON that is not an object")
+        return message
+
+    def _parse_frames(self) -> None:
+        while len(self._pending) >= 8:
+            kind, size = struct.unpack(">BxxxL", self._pending[:8])
+            if len(self._pending) < 8 + size:
+                return
+            payload, self._pending = self._pending[8:8 + size], self._pending[8 + size:]
+            if kind == 1:
+                self._stdout += payload
+            elif len(self.stderr) < 65536:
+                self.stderr += payload
+
+    def _stderr_tail(self) -> str:
+        tail = self.stderr.decode("utf-8", "replace").strip()[-2000:]
+        return f"; runner stderr: {tail}" if tail else ""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()

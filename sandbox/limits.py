@@ -1,0 +1,36 @@
+"""Resource limits: policy as plain data, applied in one place each (see container.py, runner)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SANDBOX_UID = 10001
+"""The unprivileged user every container runs as (created in images/Dockerfile)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    # Per container (docker options, container.py).
+    memory_mb: int = 512  # mem_limit == memswap_limit: no swap
+    cpus: float = 1.0  # nano_cpus
+    pids: int = 64  # pids_limit: stops fork bombs inside the container
+    tmpfs_mb: int = 64  # /tmp, noexec,nosuid,nodev
+    nofile: int = 256  # ulimit nofile
+    nproc: int = 512  # ulimit nproc; counted per host uid, pids is the per-container cap
+    fsize_mb: int = 16  # ulimit fsize: one huge write stops here
+    container_cpu_s: int = 3600  # ulimit cpu for the long-lived runner; calls get less
+    # Per call (runner and host).
+    timeout_s: float = 10.0  # wall clock of one call, enforced in the runner and from the host
+    host_grace_s: float = 2.0  # the host kills the container this long after the timeout
+    output_cap: int = 64 * 1024  # bytes kept of stdout and of stderr each
+    max_request: int = 1 << 20  # bytes of one request line (code + args)
+    max_value: int = 1 << 20  # bytes of a result's JSON value
+    max_response: int = 4 << 20  # bytes of one response line from the runner
+    calls_per_container: int = 5000  # recycled after this many calls
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_LIMITS = Limits()

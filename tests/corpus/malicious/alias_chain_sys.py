@@ -1,0 +1,6 @@
+# attack: module aliased through a variable, then .sys
+# expect: static.module-attr
+import statistics
+def f(n):
+    mod = statistics
+    return mod.sys.modules

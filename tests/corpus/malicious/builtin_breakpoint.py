@@ -1,0 +1,4 @@
+# attack: breakpoint() is refused
+# expect: static.builtin
+def f(n):
+    return breakpoint()

@@ -1,0 +1,4 @@
+# attack: compile() is refused
+# expect: static.builtin
+def f(n):
+    return compile('1', 'x', 'eval')

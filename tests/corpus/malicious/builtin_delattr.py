@@ -1,0 +1,4 @@
+# attack: delattr() is refused
+# expect: static.builtin
+def f(n):
+    return delattr(n, 'real')

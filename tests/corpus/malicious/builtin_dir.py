@@ -1,0 +1,4 @@
+# attack: dir() is refused
+# expect: static.builtin
+def f(n):
+    return dir()

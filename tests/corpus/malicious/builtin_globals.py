@@ -1,0 +1,4 @@
+# attack: globals() is refused
+# expect: static.builtin
+def f(n):
+    return globals()

@@ -1,0 +1,4 @@
+# attack: input() is refused
+# expect: static.builtin
+def f(n):
+    return input()

@@ -1,0 +1,4 @@
+# attack: locals() is refused
+# expect: static.builtin
+def f(n):
+    return locals()

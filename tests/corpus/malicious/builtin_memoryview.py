@@ -1,0 +1,4 @@
+# attack: memoryview() is refused
+# expect: static.builtin
+def f(n):
+    return memoryview(b'x')

@@ -1,0 +1,4 @@
+# attack: setattr() is refused
+# expect: static.builtin
+def f(n):
+    return setattr(n, 'real', 1)

@@ -1,0 +1,4 @@
+# attack: super() is refused
+# expect: static.builtin
+def f(n):
+    return super()

@@ -1,0 +1,4 @@
+# attack: vars() is refused
+# expect: static.builtin
+def f(n):
+    return vars()

@@ -1,0 +1,5 @@
+# attack: types.CodeType / FunctionType
+# expect: static.import
+import types
+def f(n):
+    return types.FunctionType

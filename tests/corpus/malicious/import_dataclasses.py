@@ -1,0 +1,5 @@
+# attack: import dataclasses
+# expect: static.import
+import dataclasses
+def f(n):
+    return dataclasses.builtins

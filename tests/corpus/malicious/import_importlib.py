@@ -1,0 +1,5 @@
+# attack: import importlib
+# expect: static.import
+import importlib
+def f(n):
+    return importlib.import_module('os')

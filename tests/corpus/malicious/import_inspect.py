@@ -1,0 +1,5 @@
+# attack: import inspect
+# expect: static.import
+import inspect
+def f(n):
+    return inspect.currentframe()

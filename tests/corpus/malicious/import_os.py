@@ -1,0 +1,5 @@
+# attack: import os
+# expect: static.import
+import os
+def f(n):
+    return os.system('id')

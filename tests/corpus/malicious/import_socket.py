@@ -1,0 +1,5 @@
+# attack: import socket
+# expect: static.import
+import socket
+def f(n):
+    return socket.socket()

@@ -1,0 +1,5 @@
+# attack: import subprocess
+# expect: static.import
+import subprocess
+def f(n):
+    return subprocess.run(['id'])

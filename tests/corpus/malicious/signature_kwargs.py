@@ -1,0 +1,4 @@
+# attack: **kwargs hides parameters
+# expect: static.signature
+def f(**kwargs):
+    return kwargs

@@ -1,0 +1,5 @@
+# attack: sympy.printing.preview
+# expect: static.import
+from sympy.printing.preview import preview
+def f(n):
+    return preview

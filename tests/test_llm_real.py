@@ -1,0 +1,57 @@
+"""End to end with a real model (SmolLM2-135M via llama.cpp): start, talk, parse an action, stop.
+
+Skipped only when llama_cpp is missing AND FNFORGE_REQUIRE_REAL_LLM is unset; CI sets it, so a
+missing runtime fails there instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from optimizer.actions import RemoveFunction, Terminate, request_actions
+from optimizer.config import LocalConfig, config_from_dict
+from optimizer.llm import LLMClient
+from optimizer.local_llm import LocalServer, healthy, port_free
+
+if importlib.util.find_spec("llama_cpp") is None and not os.environ.get(
+        "FNFORGE_REQUIRE_REAL_LLM"):
+    pytest.skip("llama-cpp-python is not installed (run `make llm-deps`; set "
+                "FNFORGE_REQUIRE_REAL_LLM=1 to make this a failure)", allow_module_level=True)
+
+
+def test_smollm2_end_to_end(tmp_path: Path) -> None:
+    server = LocalServer(tmp_path / "run")
+    info = server.start(LocalConfig(model="smollm2-135m", port=0, n_ctx=2048), show=False)
+    try:
+        assert info.base_url.startswith("http://127.0.0.1:")
+        assert server.status() == info and healthy(info.base_url, "smollm2-135m")
+        assert Path(info.log).is_file()
+        assert server.start(LocalConfig(model="smollm2-135m"), show=False) == info  # reused
+
+        cfg = config_from_dict({"base_url": info.base_url, "model": "smollm2-135m",
+                                "structured": "json", "timeout": 120.0}, env={})
+        with LLMClient(cfg, use_config_cache=False) as client:
+            assert client.list_models() == ["smollm2-135m"]
+            reply = client.chat("assistant", [{"role": "user", "content": "Say hello."}],
+                                max_tokens=16, temperature=0.0)
+            assert reply.text and reply.prompt_tokens > 0 and reply.completion_tokens > 0
+
+            actions = request_actions(
+                client,
+                [{"role": "system", "content": "You manage the function library of an agent."},
+                 {"role": "user", "content": "The function old_helper is useless. Remove it."}],
+                allowed=("remove_function", "terminate"), max_tokens=400, temperature=0.0,
+                seed=1, max_attempts=3)
+            assert actions.mode == "json" and actions.actions
+            assert all(isinstance(a, RemoveFunction | Terminate) for a in actions.actions)
+            sent = actions.results[0].raw
+            assert sent  # the raw response was kept for the record
+            assert client.usage_report()["run"]["calls"] == 1 + actions.attempts
+    finally:
+        assert server.stop() is True
+    assert server.status() is None and not server.pid_file.exists()
+    assert port_free(info.port)
