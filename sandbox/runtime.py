@@ -9,6 +9,7 @@ is any container whose call timed out, ran out of memory, flooded output or brok
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import itertools
 import json
@@ -372,6 +373,14 @@ class Sandbox:
         }
 
 
+@functools.lru_cache(maxsize=512)
+def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
+    """Checked once per distinct schema: building a validator costs more than a whole call."""
+    schema = json.loads(schema_json)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
 def _check_args(spec: FunctionSpec, args: dict[str, Any]) -> None:
     try:
         json.dumps(args, allow_nan=False)
@@ -380,12 +389,13 @@ def _check_args(spec: FunctionSpec, args: dict[str, Any]) -> None:
                                " (pass numbers, strings, booleans, null, lists and objects)"
                                ) from None
     try:
-        jsonschema.Draft202012Validator.check_schema(spec.parameters)
+        validator = _validator(json.dumps(spec.parameters, sort_keys=True))
+    except (TypeError, ValueError):
+        raise InvalidSpec(f"parameters of {spec.name} is not JSON") from None
     except jsonschema.SchemaError as exc:
         raise InvalidSpec(f"parameters of {spec.name} is not a valid JSON schema: "
                           f"{exc.message}") from None
-    errors = sorted(jsonschema.Draft202012Validator(spec.parameters).iter_errors(args),
-                    key=lambda e: list(e.path))
+    errors = sorted(validator.iter_errors(args), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "arguments"
         raise InvalidArguments(f"arguments do not match the parameters of {spec.name}: "

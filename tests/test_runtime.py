@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -178,3 +179,16 @@ def test_cli_run_with_a_failing_block_still_exits_0(tmp_path) -> None:  # type: 
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["exit_code"] == 1 and result["error"]["type"] == "RuntimeError"
+
+
+def test_ctrl_c_removes_every_container(docker_client) -> None:  # type: ignore[no-untyped-def]
+    script = ("import sys, time\nfrom sandbox import Sandbox\n"
+              "with Sandbox(pool_size=2) as sb:\n"
+              "    print('ready', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    owner = {"label": f"fnforge.owner={proc.pid}"}
+    assert len(docker_client.containers.list(all=True, filters=owner)) == 2
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert docker_client.containers.list(all=True, filters=owner) == []

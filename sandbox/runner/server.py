@@ -127,19 +127,21 @@ def _seccomp_program() -> bytes:
     return b"".join(out)
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]  # noqa: RUF012
+
+
+_SECCOMP_BUFFER = ctypes.create_string_buffer(_seccomp_program())  # built once, before any fork
+_SECCOMP_FPROG = _SockFprog(len(_SECCOMP_BUFFER.raw) // 8,
+                            ctypes.cast(_SECCOMP_BUFFER, ctypes.c_void_p))
+
+
 def _install_seccomp() -> None:
     if os.uname().machine != "x86_64":
         raise OSError("the runner's seccomp filter supports x86_64 only")
-    program = _seccomp_program()
-    buf = ctypes.create_string_buffer(program)
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]  # noqa: RUF012
-
-    prog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     if _libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
-    if _libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+    if _libc.prctl(22, 2, ctypes.byref(_SECCOMP_FPROG), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
 
 
@@ -236,6 +238,16 @@ class _Child:
         self.res_r = self.out_r = self.err_r = -1
 
 
+_WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
+
+
+def _prefault(policy: dict[str, Any]) -> None:
+    """Walk the call path once while waiting, so its copy-on-write faults are paid off it."""
+    func = guards.load_function(_WARM_UP, "fnforge_warm_up", policy, True)
+    message = {"result": {"ok": True, "value": to_json_value(func(3)), "error": None}}
+    json.loads(json.dumps(message, allow_nan=False))
+
+
 def _child_main(req_r: int, res_w: int, out_w: int, err_w: int,
                 policy: dict[str, Any], limits: dict[str, Any]) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -253,6 +265,7 @@ def _child_main(req_r: int, res_w: int, out_w: int, err_w: int,
         signal.signal(signum, signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _install_seccomp()
+    _prefault(policy)
     chunks = []
     while True:
         chunk = os.read(req_r, 1 << 16)
@@ -316,8 +329,7 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
             for fn in request.get("functions", []):
                 namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy, True)
-            code = compile(request["code"], "<code>", "exec")
-            exec(code, namespace)
+            exec(compile(request["code"], "<code>", "exec"), namespace)
             result.update(ok=True, exit_code=0)
         else:
             result["error"] = _error("ProtocolError", f"unknown op {op!r}")
@@ -382,6 +394,8 @@ class Server:
         self.spare: _Child | None = None
         self.current: _Child | None = None
         self.oom_file = self._find_oom_file()
+        self.oom_baseline = 0
+        self.tmp_baseline = 1
 
     @staticmethod
     def _find_oom_file() -> str | None:
@@ -457,6 +471,7 @@ class Server:
                 self.send({"id": None, "ok": False, "error": _error("ProtocolError", str(exc))})
                 continue
             self.send(self.handle(request))
+            select.select([self.proto_in], [], [], 0.0015)  # let the answer leave first
             self.finish_child()
         if self.spare is not None:
             self.spare.close()
@@ -468,9 +483,9 @@ class Server:
         if op == "configure":
             self.policy = request["policy"]
             self.limits = request["limits"]
-            # Warm every lazy cache of the guards here, once, so no child pays for it.
-            warm = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
-            guards.load_function(warm, "fnforge_warm_up", self.policy, True)(1)
+            _prefault(self.policy)  # fill every lazy cache here, once, so no child pays for it
+            self.oom_baseline = self._oom_count()
+            self.tmp_baseline = _files_in(TMP)
             gc.collect()
             gc.freeze()
             return {"id": request.get("id"), "ok": True, "pid": os.getpid(),
@@ -512,7 +527,6 @@ class Server:
         cap = int(self.limits["output_cap"])
         flood = cap * 16
         max_response = int(self.limits["max_response"])
-        oom_before = self._oom_count()
         started = time.monotonic()
         deadline = started + timeout
         try:
@@ -563,7 +577,7 @@ class Server:
             child.reaped = True
         duration_ms = (time.monotonic() - started) * 1000
         self._drain(child, buffers, cap, totals)
-        oom = self._oom_count() > oom_before
+        oom = not has_result and self._oom_count() > self.oom_baseline
         return self._response(request, status, None if has_result else killed_for, oom,
                               out, err, res, totals, (child.out_r, child.err_r), cap,
                               duration_ms, timeout, nonce)
@@ -571,17 +585,27 @@ class Server:
     def finish_child(self) -> None:
         """After the answer: no process of the call survives, /tmp is empty, a spare waits."""
         child, self.current = self.current, None
+        self.oom_baseline = self._oom_count()  # off the critical path of the next call
         if child is not None:
             if not child.reaped:
                 os.waitpid(child.pid, 0)
             child.close()
             self._kill_all_but({os.getpid(), 1} | ({self.spare.pid} if self.spare else set()))
-            _empty_dir(TMP)
+            if _files_in(TMP) > self.tmp_baseline:
+                _empty_dir(TMP)
         if self.spare is None and self.policy:
             self.spare = self._fork()
 
     def _kill_all_but(self, keep: set[int]) -> None:
-        """SIGKILL every other process until none is left (kill(-1) would take the spare too)."""
+        """SIGKILL every other process until none is left."""
+        if self.spare is None:  # nothing to spare: kill(-1) takes all but us, in one call
+            for _ in range(10000):
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    return
+                self._reap()
+                time.sleep(0.0002)
         for _ in range(10000):
             victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
             if not victims:
@@ -589,18 +613,21 @@ class Server:
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            while True:  # as init (and subreaper), every orphan of the call is ours to reap
-                try:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                if self.spare is not None and pid == self.spare.pid:
-                    self.spare.close()  # the spare died: a fresh one is forked after
-                    self.spare = None
-                    keep.discard(pid)
+            self._reap()
             time.sleep(0.0002)
+
+    def _reap(self) -> None:
+        """As init, every orphan of a call is ours to reap."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare is not None and pid == self.spare.pid:
+                self.spare.close()  # the spare died: a fresh one is forked after
+                self.spare = None
 
     @staticmethod
     def _drain(child: _Child, buffers: dict[int, bytearray], cap: int,
@@ -683,6 +710,12 @@ class Server:
         response.update(ok=False, value=None, error=error,
                         exit_code=exit_code if exit_code else 1)
         return response
+
+
+def _files_in(path: str) -> int:
+    """Inodes in use on the tmpfs at path: one statvfs instead of a directory walk."""
+    stat = os.statvfs(path)
+    return stat.f_files - stat.f_ffree
 
 
 def _empty_dir(path: str) -> None:
