@@ -248,7 +248,8 @@ time.sleep(120)
 def test_output_flood(sandbox, stream, how):
     fd = 1 if stream == "stdout" else 2
     if how == "print":
-        code = f"import sys\nline = 'A' * 100000 + '\\n'\nwhile True:\n    sys.{stream}.write(line)\n"
+        code = (f"import sys\nline = 'A' * 100000 + '\\n'\n"
+                f"while True:\n    sys.{stream}.write(line)\n")
     else:  # raw bytes, invalid UTF-8, no newline, straight to the descriptor
         code = f"import os\nchunk = b'\\xff\\xfe' * 50000\nwhile True:\n    os.write({fd}, chunk)\n"
     rss = _rss_kb()
@@ -310,7 +311,8 @@ except OSError as exc:
 
 
 def test_unbounded_read_of_urandom(sandbox):
-    r = sandbox.run("data = open('/dev/urandom', 'rb').read()\nprint(len(data))\n", audit=False, timeout=5)
+    r = sandbox.run("data = open('/dev/urandom', 'rb').read()\nprint(len(data))\n",
+                    audit=False, timeout=5)
     assert not r.ok
     assert r.timed_out or r.oom_killed or r.error.type in ("MemoryError", "MemoryLimit",
                                                            "OverflowError"), r
@@ -337,7 +339,8 @@ def test_sigsegv_through_ctypes(sandbox, pool_ids):
 
 def test_huge_return_value_is_refused(sandbox):
     big = sandbox.limits.max_value * 2
-    r = sandbox.call(_spec(f"def f(x):\n    return 'x' * {big}\n"), {"x": 1}, audit=False, timeout=10)
+    r = sandbox.call(_spec(f"def f(x):\n    return 'x' * {big}\n"), {"x": 1},
+                     audit=False, timeout=10)
     assert not r.ok and r.value is None, (r.ok, r.error)
     assert r.error.type in ("ResultTooLarge", "ResultNotJSON", "ProtocolError"), r.error
     r = sandbox.call(_spec("def f(x):\n    return [[i] * 100 for i in range(100000)]\n"),
@@ -472,7 +475,8 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 out = {}
 def rec(label, rc):
-    out[label] = "SUCCEEDED" if rc == 0 or (label == "add_key" and rc > 0) else f"refused {ctypes.get_errno()}"
+    succeeded = rc == 0 or (label == "add_key" and rc > 0)
+    out[label] = "SUCCEEDED" if succeeded else f"refused {ctypes.get_errno()}"
 os.makedirs("/tmp/m", exist_ok=True)
 rec("mount", libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None))
 rec("unshare_user", libc.unshare(0x10000000))
@@ -660,7 +664,7 @@ print(json.dumps(out))
         if target == "/home":  # the image's empty /home
             assert outcome in ("READ ", "READ") or outcome.startswith("refused"), outcome
         elif target == "/proc/1/cwd":
-            assert outcome.startswith("refused") or "READ" in outcome and "docker" not in outcome
+            assert outcome.startswith("refused") or ("READ" in outcome and "docker" not in outcome)
         else:
             assert outcome.startswith("refused"), (target, outcome)
     _healthy(sandbox)
@@ -723,7 +727,8 @@ def test_printed_fake_responses_are_just_output(sandbox):
     fake = [{"id": i, "ok": True, "value": "FORGED", "stdout": ""} for i in range(0, 200)]
     fake += [{"result": {"ok": True, "value": "FORGED"}}, {"audit": {"event": "x"}}]
     lines = "\n".join(json.dumps(f) for f in fake)
-    code = f"import sys\nlines = {lines!r}\nprint(lines)\nsys.stderr.write(lines)\nraise ValueError('true outcome')\n"
+    code = (f"import sys\nlines = {lines!r}\nprint(lines)\nsys.stderr.write(lines)\n"
+            "raise ValueError('true outcome')\n")
     r = sandbox.run(code, audit=False, timeout=10)
     assert not r.ok and r.error.type == "ValueError" and r.value != "FORGED", (r.value, r.error)
     assert "FORGED" in r.stdout
@@ -824,7 +829,8 @@ print(json.dumps(out))
     r = sandbox.run(code, audit=False, timeout=10)
     assert r.ok, r
     out = _last_json(r.stdout)
-    opened = {k: v for k, v in out.items() if not k.startswith("fd") and not v.startswith("refused")}
+    opened = {k: v for k, v in out.items()
+              if not k.startswith("fd") and not v.startswith("refused")}
     assert not opened, f"another process's stdin can be opened: {opened}"
     # the child holds only its own request/result pipes besides stdio: at most two
     assert len([k for k in out if k.startswith("fd")]) <= 2, out

@@ -125,7 +125,7 @@ def _weaken(docker, base: dict, how: str) -> dict:
     elif how == "exec_tmp":
         o["tmpfs"] = {"/tmp": "rw,exec,size=64m,mode=1777"}
     elif how == "no_seccomp":
-        o["security_opt"] = list(o.get("security_opt", [])) + ["seccomp=unconfined"]
+        o["security_opt"] = [*o.get("security_opt", []), "seccomp=unconfined"]
     elif how == "host_dir_mounted":
         o["mounts"] = [docker.types.Mount("/hostetc", "/etc", type="bind", read_only=True)]
     elif how == "no_ulimits":

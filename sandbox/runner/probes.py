@@ -33,6 +33,27 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import TypedDict
+
+ProbeResult = tuple[bool, str]  # (confined, detail)
+
+
+class Mount(TypedDict):
+    """One parsed line of /proc/self/mountinfo."""
+
+    root: str
+    point: str
+    opts: list[str]
+    fstype: str
+    source: str
+    super: list[str]
+
+
+class ProbeReport(TypedDict):
+    confined: bool
+    detail: str
+
 
 # --------------------------------------------------------------------------------------------
 # bounds
@@ -78,10 +99,10 @@ _NR = {  # syscall numbers not wrapped by the standard library
 }.get(_ARCH, {})
 _NR.update({"pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438})
 
-_libc = None
+_libc: ctypes.CDLL | None = None
 
 
-def _lib():
+def _lib() -> ctypes.CDLL:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -91,7 +112,7 @@ def _lib():
     return _libc
 
 
-def _syscall(name: str, *args) -> tuple[int, int]:
+def _syscall(name: str, *args: object) -> tuple[int, int]:
     """(return value, errno); (-1, ENOSYS) when the number is unknown on this architecture."""
     nr = _NR.get(name)
     if nr is None:
@@ -113,16 +134,16 @@ def _read(path: str, limit: int = 65536) -> str:
 
 
 def _status_fields() -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for line in _read("/proc/self/status").splitlines():
         key, _, value = line.partition(":")
         out[key.strip()] = value.strip()
     return out
 
 
-def _mounts() -> list[dict]:
+def _mounts() -> list[Mount]:
     """Parsed /proc/self/mountinfo."""
-    out = []
+    out: list[Mount] = []
     for line in _read("/proc/self/mountinfo", 1 << 20).splitlines():
         left, _, right = line.partition(" - ")
         f = left.split()
@@ -151,7 +172,7 @@ def _other_pids() -> list[int]:
     return [p for p in _pids() if p != me]
 
 
-def _in_fork(fn, timeout: float = 1.5) -> tuple[bool, str]:
+def _in_fork(fn: Callable[[], ProbeResult], timeout: float = 1.5) -> ProbeResult:
     """Run fn() -> (confined, detail) in a throwaway child, so a privilege change that wrongly
     succeeds cannot leak into the other probes. The child arms its own timer (kill may be
     forbidden to us by seccomp) and reports through a pipe."""
@@ -205,9 +226,11 @@ def _reap(pid: int, deadline: float) -> None:
 # network
 
 
-def _connect_all(targets: list[tuple[int, tuple]], proto: int = socket.SOCK_STREAM) -> list[str]:
+def _connect_all(targets: Sequence[tuple[int, tuple[str | int, ...]]],
+                 proto: int = socket.SOCK_STREAM) -> list[str]:
     """Non-blocking connects to every target at once; returns the failures of confinement."""
-    bad, pending = [], {}
+    bad: list[str] = []
+    pending: dict[socket.socket, str] = {}
     for family, addr in targets:
         label = f"{addr[0]}:{addr[1]}"
         try:
@@ -243,13 +266,13 @@ def _connect_all(targets: list[tuple[int, tuple]], proto: int = socket.SOCK_STRE
 
 def _nameservers() -> list[str]:
     try:
-        return [l.split()[1] for l in _read("/etc/resolv.conf").splitlines()
-                if l.startswith("nameserver") and len(l.split()) > 1][:3]
+        return [line.split()[1] for line in _read("/etc/resolv.conf").splitlines()
+                if line.startswith("nameserver") and len(line.split()) > 1][:3]
     except OSError:
         return []
 
 
-def probe_net_egress_ipv4():
+def probe_net_egress_ipv4() -> ProbeResult:
     targets = [(socket.AF_INET, ("1.1.1.1", 53)), (socket.AF_INET, ("8.8.8.8", 443)),
                (socket.AF_INET, ("93.184.216.34", 80))]
     targets += [(socket.AF_INET, (ns, 53)) for ns in _nameservers() if ":" not in ns]
@@ -259,7 +282,7 @@ def probe_net_egress_ipv4():
     return True, f"{len(targets)} TCP connects refused with no route"
 
 
-def probe_net_udp_egress():
+def probe_net_udp_egress() -> ProbeResult:
     """A DNS query built by hand: sendto must fail locally, not leave the box."""
     bad = []
     targets = ["8.8.8.8", "1.1.1.1"] + [ns for ns in _nameservers() if ":" not in ns]
@@ -282,11 +305,11 @@ def probe_net_udp_egress():
     return (not bad), "; ".join(bad) or f"UDP to {len(targets)} resolvers: no route"
 
 
-def probe_net_dns():
+def probe_net_dns() -> ProbeResult:
     names = ["pypi.org", "example.com", "host.docker.internal"]
     results: dict[str, str] = {}
 
-    def resolve():
+    def resolve() -> None:
         for n in names:
             try:
                 socket.getaddrinfo(n, 443, proto=socket.IPPROTO_TCP)
@@ -307,7 +330,7 @@ def probe_net_dns():
     return True, "; ".join(f"{n}: {v}" for n, v in results.items())
 
 
-def probe_net_interfaces():
+def probe_net_interfaces() -> ProbeResult:
     names = []
     for line in _read("/proc/net/dev").splitlines()[2:]:
         names.append(line.split(":")[0].strip())
@@ -316,15 +339,15 @@ def probe_net_interfaces():
     except OSError:
         pass
     extra = sorted(set(names) - {"lo"})
-    routes = [l for l in _read("/proc/net/route").splitlines()[1:] if l.strip()]
+    routes = [row for row in _read("/proc/net/route").splitlines()[1:] if row.strip()]
     bad = []
     if extra:
         bad.append("interfaces besides lo: " + ", ".join(extra))
     if routes:
         bad.append(f"{len(routes)} IPv4 routes")
     try:
-        r6 = [l for l in _read("/proc/net/ipv6_route").splitlines()
-              if l.strip() and not l.rstrip().endswith(" lo")]
+        r6 = [row for row in _read("/proc/net/ipv6_route").splitlines()
+              if row.strip() and not row.rstrip().endswith(" lo")]
         if r6:
             bad.append(f"{len(r6)} IPv6 routes off lo")
     except OSError:
@@ -332,7 +355,7 @@ def probe_net_interfaces():
     return (not bad), "; ".join(bad) or "only lo, no routes"
 
 
-def probe_net_host_gateway():
+def probe_net_host_gateway() -> ProbeResult:
     targets = [(socket.AF_INET, ("172.17.0.1", p)) for p in (22, 53, 80, 2375, 2376, 8080)]
     targets.append((socket.AF_INET, ("169.254.169.254", 80)))  # cloud metadata service
     targets.append((socket.AF_INET, ("10.0.2.2", 80)))
@@ -345,19 +368,20 @@ def probe_net_host_gateway():
     return (not bad), "; ".join(bad) or f"{len(targets)} gateway/metadata connects: no route"
 
 
-def probe_host_loopback():
+def probe_host_loopback() -> ProbeResult:
     """Our loopback must be a private one: nothing listens, no host sockets are visible."""
     bad = []
     for name in ("tcp", "tcp6", "udp", "udp6", "raw", "raw6"):
         try:
-            lines = [l for l in _read(f"/proc/net/{name}", 1 << 20).splitlines()[1:] if l.strip()]
+            lines = [row for row in _read(f"/proc/net/{name}", 1 << 20).splitlines()[1:]
+                     if row.strip()]
         except OSError:
             continue
         if lines:
             bad.append(f"/proc/net/{name}: {len(lines)} sockets visible")
     try:
-        unix = [l for l in _read("/proc/net/unix", 1 << 20).splitlines()[1:] if l.strip()]
-        named = [l.split()[-1] for l in unix if len(l.split()) >= 8]
+        unix = [row for row in _read("/proc/net/unix", 1 << 20).splitlines()[1:] if row.strip()]
+        named = [row.split()[-1] for row in unix if len(row.split()) >= 8]
         if named:
             bad.append("unix sockets in our netns: " + ", ".join(named[:5]))
     except OSError:
@@ -376,7 +400,7 @@ def probe_host_loopback():
     return (not bad), "; ".join(bad) or "private loopback: nothing listening, no foreign sockets"
 
 
-def probe_net_ipv6():
+def probe_net_ipv6() -> ProbeResult:
     targets = [(socket.AF_INET6, ("2606:4700:4700::1111", 53, 0, 0)),
                (socket.AF_INET6, ("2001:4860:4860::8888", 443, 0, 0))]
     bad = _connect_all(targets)
@@ -397,7 +421,7 @@ def probe_net_ipv6():
     return (not bad), "; ".join(bad) or "IPv6 egress: no route"
 
 
-def probe_net_raw_socket():
+def probe_net_raw_socket() -> ProbeResult:
     bad, ok = [], []
     kinds = [("inet raw icmp", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
              ("inet raw", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW),
@@ -418,7 +442,7 @@ def probe_net_raw_socket():
     return (not bad), "; ".join(bad) or "; ".join(ok)
 
 
-def probe_net_netlink():
+def probe_net_netlink() -> ProbeResult:
     """Opening a route netlink socket is harmless; changing the network through it must not be."""
     if not hasattr(socket, "AF_NETLINK"):
         return True, "no AF_NETLINK"
@@ -438,9 +462,10 @@ def probe_net_netlink():
         s.send(hdr + body)
         s.settimeout(0.5)
         data = s.recv(65536)
-        mlen, mtype = struct.unpack("=IH", data[:6])
+        _mlen, mtype = struct.unpack("=IH", data[:6])
         if mtype == 2:  # NLMSG_ERROR
-            return -struct.unpack("=i", data[16:20])[0]
+            nl_errno: int = struct.unpack("=i", data[16:20])[0]
+            return -nl_errno
         return -1
 
     try:
@@ -479,12 +504,12 @@ def _open_for_write(path: str) -> str | None:
     return f"{path} opened for writing"
 
 
-def probe_proc_sysrq_trigger():
+def probe_proc_sysrq_trigger() -> ProbeResult:
     bad = _open_for_write("/proc/sysrq-trigger")
     return (bad is None), bad or "/proc/sysrq-trigger not writable"
 
 
-def probe_proc_sys_write():
+def probe_proc_sys_write() -> ProbeResult:
     paths = ["/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
              "/proc/sys/kernel/hostname", "/proc/sys/vm/drop_caches",
              "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/panic"]
@@ -492,7 +517,7 @@ def probe_proc_sys_write():
     return (not bad), "; ".join(bad) or f"{len(paths)} /proc/sys files refused"
 
 
-def probe_sys_write():
+def probe_sys_write() -> ProbeResult:
     paths = ["/sys/kernel/uevent_helper", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
              "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
              "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/memory.max",
@@ -510,8 +535,8 @@ def probe_sys_write():
     return (not bad), "; ".join(bad) or "/sys and cgroup files read-only"
 
 
-def probe_proc_oom_score_adj():
-    def attempt():
+def probe_proc_oom_score_adj() -> ProbeResult:
+    def attempt() -> ProbeResult:
         cur = int(_read("/proc/self/oom_score_adj").strip())
         if cur <= -1000:
             return False, "oom_score_adj already -1000"
@@ -526,7 +551,7 @@ def probe_proc_oom_score_adj():
     return _in_fork(attempt)
 
 
-def probe_proc_masked():
+def probe_proc_masked() -> ProbeResult:
     """Kernel memory, logs and tables docker masks must stay masked (--privileged unmasks)."""
     bad = []
     for path in ("/proc/kcore", "/proc/kmsg", "/proc/sched_debug", "/proc/timer_list",
@@ -559,7 +584,7 @@ def probe_proc_masked():
     return (not bad), "; ".join(bad) or "kcore/kmsg/keys/timer_list masked, kallsyms zeroed"
 
 
-def probe_write_outside_tmp():
+def probe_write_outside_tmp() -> ProbeResult:
     dirs = ["/", "/etc", "/usr", "/usr/lib/python3/dist-packages", "/opt", "/var", "/var/tmp",
             "/run", "/run/lock", "/home", "/root", "/dev", "/dev/shm", "/sys/fs/cgroup",
             os.path.expanduser("~") or "/", os.getcwd()]
@@ -594,7 +619,7 @@ def probe_write_outside_tmp():
     return (not bad), "; ".join(bad) or f"{len(seen)} directories and docker's /etc files refused"
 
 
-def probe_writable_mounts_noexec():
+def probe_writable_mounts_noexec() -> ProbeResult:
     bad = []
     for m in _mounts():
         p = m["point"]
@@ -608,7 +633,7 @@ def probe_writable_mounts_noexec():
     return (not bad), "; ".join(bad) or "every writable mount is noexec,nosuid,nodev"
 
 
-def probe_tmp_noexec():
+def probe_tmp_noexec() -> ProbeResult:
     base = f"/tmp/.fnforge_probe_exec_{os.getpid()}"
     bad, ok, made = [], [], []
     try:
@@ -664,7 +689,7 @@ def probe_tmp_noexec():
     return (not bad), "; ".join(bad) or "; ".join(ok)
 
 
-def probe_tmp_bounded():
+def probe_tmp_bounded() -> ProbeResult:
     try:
         st = os.statvfs("/tmp")
     except OSError as exc:
@@ -680,7 +705,7 @@ def probe_tmp_bounded():
     return True, f"/tmp tmpfs of {size >> 20} MiB"
 
 
-def probe_host_mounts():
+def probe_host_mounts() -> ProbeResult:
     """Nothing of the host is mounted except docker's own resolv.conf/hostname/hosts and init."""
     allowed_files = {"/etc/resolv.conf", "/etc/hostname", "/etc/hosts", "/sbin/docker-init",
                      "/usr/sbin/docker-init", "/dev/init"}
@@ -704,7 +729,7 @@ def probe_host_mounts():
     return (not bad), "; ".join(bad) or "no host mounts beyond docker's /etc files"
 
 
-def probe_host_files():
+def probe_host_files() -> ProbeResult:
     bad = []
     for d in ("/root", "/home"):
         try:
@@ -745,7 +770,7 @@ def probe_host_files():
     return (not bad), "; ".join(bad) or "no host files, /root and /home empty or closed"
 
 
-def probe_pid_namespace():
+def probe_pid_namespace() -> ProbeResult:
     pids = _pids()
     bad = []
     try:
@@ -765,7 +790,7 @@ def probe_pid_namespace():
     return (not bad), "; ".join(bad) or f"{len(pids)} pids visible, pid 1 is {init!r}"
 
 
-def probe_devices():
+def probe_devices() -> ProbeResult:
     allowed = {"null", "zero", "full", "random", "urandom", "tty", "console", "ptmx", "pts",
                "shm", "mqueue", "fd", "stdin", "stdout", "stderr", "core", "init"}
     bad = []
@@ -781,7 +806,7 @@ def probe_devices():
     return (not bad), "; ".join(bad[:10]) or "only the standard character devices"
 
 
-def probe_docker_socket():
+def probe_docker_socket() -> ProbeResult:
     bad = []
     for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
               "/var/run/containerd/containerd.sock", "/run/podman/podman.sock",
@@ -825,10 +850,10 @@ def probe_docker_socket():
     return (not bad), "; ".join(bad) or "no docker/containerd socket anywhere"
 
 
-def probe_env_empty():
+def probe_env_empty() -> ProbeResult:
     bad = []
 
-    def check(source: str, env: dict[str, str]):
+    def check(source: str, env: dict[str, str]) -> None:
         for k, v in env.items():
             if k not in ENV_ALLOWED:
                 flag = " (looks like a secret)" if _ENV_SUSPICIOUS.search(k) else ""
@@ -844,7 +869,7 @@ def probe_env_empty():
             raw = open(f"/proc/{pid}/environ", "rb").read(1 << 20)
         except OSError:
             continue
-        env = {}
+        env: dict[str, str] = {}
         for item in raw.split(b"\0"):
             if b"=" in item:
                 k, _, v = item.partition(b"=")
@@ -858,7 +883,7 @@ def probe_env_empty():
 # privileges
 
 
-def probe_uid():
+def probe_uid() -> ProbeResult:
     ruid, euid, suid = os.getresuid()
     rgid, egid, sgid = os.getresgid()
     bad = []
@@ -871,13 +896,16 @@ def probe_uid():
     return (not bad), "; ".join(bad) or f"uid {euid}, gid {egid}"
 
 
-def probe_setuid():
-    def attempt():
-        bad, ok = [], []
-        for label, fn in (("setgroups([0])", lambda: os.setgroups([0])),
-                          ("setgid(0)", lambda: os.setgid(0)),
-                          ("setuid(0)", lambda: os.setuid(0)),
-                          ("setresuid(0,0,0)", lambda: os.setresuid(0, 0, 0))):
+def probe_setuid() -> ProbeResult:
+    def attempt() -> ProbeResult:
+        bad: list[str] = []
+        ok: list[str] = []
+        calls: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("setgroups([0])", lambda: os.setgroups([0])),
+            ("setgid(0)", lambda: os.setgid(0)),
+            ("setuid(0)", lambda: os.setuid(0)),
+            ("setresuid(0,0,0)", lambda: os.setresuid(0, 0, 0)))
+        for label, fn in calls:
             try:
                 fn()
                 bad.append(f"{label} succeeded")
@@ -889,25 +917,25 @@ def probe_setuid():
     return _in_fork(attempt)
 
 
-def probe_capabilities():
+def probe_capabilities() -> ProbeResult:
     st = _status_fields()
     bad = [f"{k}={st.get(k)}" for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
            if int(st.get(k, "1"), 16) != 0]
     return (not bad), ", ".join(bad) or "all capability sets empty"
 
 
-def probe_no_new_privs():
+def probe_no_new_privs() -> ProbeResult:
     v = _status_fields().get("NoNewPrivs")
     return v == "1", f"NoNewPrivs={v}"
 
 
-def probe_seccomp():
+def probe_seccomp() -> ProbeResult:
     st = _status_fields()
     v = st.get("Seccomp")
     return v == "2", f"Seccomp={v}, filters={st.get('Seccomp_filters', '?')}"
 
 
-def probe_setuid_binaries():
+def probe_setuid_binaries() -> ProbeResult:
     found = []
     for d in ("/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin",
               "/usr/libexec", "/usr/lib/openssh", "/usr/lib/dbus-1.0", "/usr/lib/eject"):
@@ -931,8 +959,8 @@ def probe_setuid_binaries():
     return False, "setuid/setgid binaries usable: " + ", ".join(found)
 
 
-def probe_mount():
-    def attempt():
+def probe_mount() -> ProbeResult:
+    def attempt() -> ProbeResult:
         libc = _lib()
         target = f"/tmp/.fnforge_probe_mnt_{os.getpid()}"
         try:
@@ -958,8 +986,8 @@ def probe_mount():
     return _in_fork(attempt)
 
 
-def probe_unshare():
-    def attempt():
+def probe_unshare() -> ProbeResult:
+    def attempt() -> ProbeResult:
         libc = _lib()
         bad, ok = [], []
         flags = [("CLONE_NEWNS", 0x00020000), ("CLONE_NEWNET", 0x40000000),
@@ -990,8 +1018,8 @@ def probe_unshare():
     return _in_fork(attempt)
 
 
-def probe_keyctl():
-    def attempt():
+def probe_keyctl() -> ProbeResult:
+    def attempt() -> ProbeResult:
         bad, ok = [], []
         ret, err = _syscall("add_key", ctypes.c_char_p(b"user"), ctypes.c_char_p(b"fnforge"),
                             ctypes.c_char_p(b"x"), 1, -2)  # KEY_SPEC_PROCESS_KEYRING
@@ -1012,7 +1040,7 @@ def probe_keyctl():
     return _in_fork(attempt)
 
 
-def probe_ptrace():
+def probe_ptrace() -> ProbeResult:
     """ptrace of a child of our own (the easiest target there is) must be refused."""
     libc = _lib()
     r, w = os.pipe()
@@ -1039,10 +1067,11 @@ def probe_ptrace():
         _reap(pid, time.monotonic() + 2.5)
 
 
-def probe_fork_limit():
+def probe_fork_limit() -> ProbeResult:
     """Fork children that wait on a pipe; forking must stop (EAGAIN) before MAX_FORKS."""
     r, w = os.pipe()
-    kids, stopped = [], None
+    kids: list[int] = []
+    stopped: OSError | None = None
     deadline = time.monotonic() + 1.5
     try:
         while len(kids) < MAX_FORKS and time.monotonic() < deadline:
@@ -1087,7 +1116,7 @@ def _reap_blocking(pid: int, deadline: float) -> None:
 # the runner and the other processes of the container
 
 
-def probe_signal_other_processes():
+def probe_signal_other_processes() -> ProbeResult:
     """Signal 0 (a pure permission check) to every other process, by every signalling path."""
     bad, ok, gone = [], 0, 0
     info = ctypes.create_string_buffer(128)
@@ -1113,10 +1142,10 @@ def probe_signal_other_processes():
         if ret >= 0:
             pidfd = ret
             try:
-                ret2, err2 = _syscall("pidfd_send_signal", pidfd, 0, 0, 0)
+                ret2, _err2 = _syscall("pidfd_send_signal", pidfd, 0, 0, 0)
                 if ret2 == 0:
                     bad.append(f"pidfd_send_signal {who}")
-                ret3, err3 = _syscall("pidfd_getfd", pidfd, 1, 0)
+                ret3, _err3 = _syscall("pidfd_getfd", pidfd, 1, 0)
                 if ret3 >= 0:
                     os.close(ret3)
                     bad.append(f"pidfd_getfd stole fd 1 of {who}")
@@ -1127,7 +1156,7 @@ def probe_signal_other_processes():
     return True, f"{ok} processes refuse signal 0 by kill/tkill/tgkill/sigqueue/pidfd"
 
 
-def probe_sigio_to_other_processes():
+def probe_sigio_to_other_processes() -> ProbeResult:
     """F_SETOWN lets a process aim SIGIO (or any F_SETSIG signal) at another one without kill()."""
     import fcntl
     r, w = os.pipe()
@@ -1149,7 +1178,7 @@ def probe_sigio_to_other_processes():
     return True, "F_SETOWN to other processes refused"
 
 
-def probe_ptrace_other_processes():
+def probe_ptrace_other_processes() -> ProbeResult:
     libc = _lib()
     bad, ok = [], 0
     word = ctypes.create_string_buffer(8)
@@ -1177,17 +1206,18 @@ def probe_ptrace_other_processes():
     return True, f"ptrace and process_vm_readv refused for {ok} processes"
 
 
-def probe_proc_other_processes():
-    """Another process's /proc/<pid>/{mem,fd,environ,...}: the runner's pipes must be out of reach."""
+def probe_proc_other_processes() -> ProbeResult:
+    """Another process's /proc/<pid>/{mem,fd,environ,...}: the runner's pipes must be out of
+    reach."""
     bad = []
     for pid in _other_pids():
         who = f"{pid}({_comm(pid)})"
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
             bad.append(f"/proc/{who}/fd listable ({len(fds)} fds)")
-            for fd in ("0", "1", "2"):
-                if fd in fds:
-                    b = _open_for_write(f"/proc/{pid}/fd/{fd}")
+            for fdname in ("0", "1", "2"):
+                if fdname in fds:
+                    b = _open_for_write(f"/proc/{pid}/fd/{fdname}")
                     if b:
                         bad.append(b)
         except OSError as exc:
@@ -1211,27 +1241,30 @@ def probe_proc_other_processes():
 # resource limits
 
 
-def _first_readable(*paths: str) -> tuple[str, str] | tuple[None, None]:
+def _first_readable(*paths: str) -> tuple[str, str] | None:
+    """(path, stripped content) of the first readable path; None when none is."""
     for p in paths:
         try:
             return p, _read(p).strip()
         except OSError:
             continue
-    return None, None
+    return None
 
 
-def probe_memory_limit():
-    path, val = _first_readable("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                "/sys/fs/cgroup/memory.max")
-    if path is None:
+def probe_memory_limit() -> ProbeResult:
+    found = _first_readable("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                            "/sys/fs/cgroup/memory.max")
+    if found is None:
         return False, "no memory cgroup limit visible"
+    path, val = found
     if val == "max" or int(val) > MAX_MEMORY_BYTES:
         return False, f"{path} = {val}"
     limit = int(val)
     detail = f"{limit >> 20} MiB"
-    p2, sw = _first_readable("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
-                             "/sys/fs/cgroup/memory.swap.max")
-    if p2 is not None:
+    swap = _first_readable("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+                           "/sys/fs/cgroup/memory.swap.max")
+    if swap is not None:
+        p2, sw = swap
         if p2.endswith("memsw.limit_in_bytes") and int(sw) != limit:
             return False, f"memory {limit} but memory+swap {sw}: swap allowed"
         if p2.endswith("swap.max") and sw != "0":
@@ -1240,28 +1273,30 @@ def probe_memory_limit():
     return True, detail
 
 
-def probe_pids_limit():
-    path, val = _first_readable("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max")
-    if path is None:
+def probe_pids_limit() -> ProbeResult:
+    found = _first_readable("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max")
+    if found is None:
         return False, "no pids cgroup limit visible"
+    path, val = found
     if val == "max" or int(val) > MAX_PIDS:
         return False, f"{path} = {val}"
     return True, f"pids.max = {val}"
 
 
-def probe_cpu_limit():
-    path, val = _first_readable("/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
-                                "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us",
-                                "/sys/fs/cgroup/cpu.max")
-    if path is None:
+def probe_cpu_limit() -> ProbeResult:
+    found = _first_readable("/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                            "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us",
+                            "/sys/fs/cgroup/cpu.max")
+    if found is None:
         return False, "no cpu cgroup visible"
+    path, val = found
     quota = val.split()[0]
     if quota in ("max", "-1"):
         return False, f"{path} = {val} (no CPU quota)"
     return True, f"{path} = {val}"
 
 
-def probe_rlimits():
+def probe_rlimits() -> ProbeResult:
     import resource
     bad, got = [], []
     for label, res, bound in (("FSIZE", resource.RLIMIT_FSIZE, MAX_FSIZE),
@@ -1280,7 +1315,7 @@ def probe_rlimits():
 
 # --------------------------------------------------------------------------------------------
 
-PROBES = [
+PROBES: list[tuple[str, Callable[[], ProbeResult]]] = [
     # order matters: forking probes run before the DNS probe starts a thread
     ("fork_limit", probe_fork_limit),
     ("uid", probe_uid),
@@ -1329,9 +1364,9 @@ PROBES = [
 PROBE_NAMES = [name for name, _ in PROBES]
 
 
-def run_probes() -> dict[str, dict]:
+def run_probes() -> dict[str, ProbeReport]:
     """Run every probe; {name: {"confined": bool, "detail": str}}. Never raises."""
-    out: dict[str, dict] = {}
+    out: dict[str, ProbeReport] = {}
     me = os.getpid()
     for name, fn in PROBES:
         t0 = time.monotonic()
