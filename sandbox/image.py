@@ -172,4 +172,6 @@ def build_image(client: docker.DockerClient, log: Callable[[str], None] = print)
             detail = "".join(str(c.get("stream", c.get("error", ""))) for c in exc.build_log)
             raise SandboxError(f"building {tag} failed: {exc.msg}\n{detail[-4000:]}") from None
     log(f"built {tag} ({image.id})")
+    # Earlier builds of this image lost their tag to the new one: drop them.
+    client.images.prune(filters={"dangling": True, "label": f"{LABEL}=image"})
     return image

@@ -239,6 +239,15 @@ class AuditRules:
         "pdb", "bdb", "cffi", "_socket",
     })
     block: bool = True  # raise PermissionError after recording (a second layer inside the box)
+    code_block_blocked_events: frozenset[str] = frozenset({
+        "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+        "os.forkpty", "pty.spawn", "os.kill", "os.killpg", "sys.addaudithook",
+        "sys.settrace", "sys.setprofile",
+    })
+    code_block_blocked_prefixes: tuple[str, ...] = ("socket.", "ctypes.")
+    """An agent's code block (`Sandbox.run`) is ordinary Python: every forbidden event is recorded
+    but only these are refused (no processes, sockets, FFI or tracing); it may read files and
+    write /tmp, which the runner empties after each call."""
 
 
 AUDIT_RULES = AuditRules()
@@ -345,6 +354,8 @@ def _audit_data() -> dict[str, Any]:
         "listing_events": sorted(a.listing_events),
         "import_deny": sorted(a.import_deny),
         "block": a.block,
+        "code_block_blocked_events": sorted(a.code_block_blocked_events),
+        "code_block_blocked_prefixes": list(a.code_block_blocked_prefixes),
     }
 
 

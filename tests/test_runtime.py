@@ -192,3 +192,16 @@ def test_ctrl_c_removes_every_container(docker_client) -> None:  # type: ignore[
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     assert docker_client.containers.list(all=True, filters=owner) == []
+
+
+def test_code_blocks_may_use_files_but_not_processes_or_sockets(sandbox: Sandbox) -> None:
+    files = sandbox.run("open('/tmp/x', 'w').write('1')\nprint(open('/tmp/x').read())\n")
+    assert files.ok and files.stdout == "1\n"
+    assert {e["event"] for e in files.audit} == {"open"}  # recorded for reviewers, allowed
+    for code in ("import os\nos.system('true')\n",
+                 "import subprocess\nsubprocess.run(['true'])\n",
+                 "import socket\nsocket.socket()\n"):
+        blocked = sandbox.run(code)
+        assert not blocked.ok and blocked.error is not None
+        assert blocked.error.type == "PermissionError", code
+        assert blocked.audit, code

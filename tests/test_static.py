@@ -294,7 +294,14 @@ GUARD_SCRIPT = textwrap.dedent("""
     import guards
     from sandbox.policy import policy_for_runner
     import sympy, numpy, mpmath  # preloaded, as the runner does
+    import sysconfig
     policy = policy_for_runner()
+    # In the box the packages live under /usr/lib/python3; here, in this checkout's venv,
+    # which may sit anywhere (even under /tmp, which the policy never trusts for reads).
+    audit = policy["audit"]
+    audit["read_only_prefixes"] = [*audit["read_only_prefixes"],
+                                   sysconfig.get_paths()["purelib"],
+                                   sysconfig.get_paths()["platlib"], sys.argv[1], sys.argv[2]]
     events = []
     guards.install_audit_hook(policy, events.append)
     out = {}

@@ -456,6 +456,8 @@ class _AuditRules:
         self.listing = frozenset(a.get("listing_events", ()))
         self.import_deny = frozenset(a.get("import_deny", ()))
         self.block = bool(a.get("block", True))
+        self.block_events = frozenset(a.get("block_events", ()))
+        self.block_prefixes = tuple(a.get("block_prefixes", ()))
         self.filename = str(policy.get("user_filename", "<fnforge-function>"))
         prefixes = [p.rstrip("/") for p in a.get("read_only_prefixes", ())]
         if a.get("allow_sys_path_reads", True):
@@ -557,7 +559,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _local.busy = False
     if event == "sys.addaudithook":
         raise RuntimeError("no further audit hooks")  # the new hook is silently not added
-    if r.block:
+    if r.block or event in r.block_events or event.startswith(r.block_prefixes):
         raise PermissionError(f"{event} is not allowed in the fnforge sandbox")
 
 

@@ -315,8 +315,12 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
         result.update(ok=True, exit_code=0, value=probes.run_probes())
         return result
     if request.get("audit", True):
-        if op == "run":  # an agent's code block may write /tmp: record events, block nothing
-            policy = {**policy, "audit": {**policy.get("audit", {}), "block": False}}
+        if op == "run":  # an agent's code block: record every event, refuse only some
+            rules = policy.get("audit", {})
+            policy = {**policy, "audit": {
+                **rules, "block": False,
+                "block_events": rules.get("code_block_blocked_events", []),
+                "block_prefixes": rules.get("code_block_blocked_prefixes", [])}}
         guards.install_audit_hook(policy, emit)
     try:
         if op == "call":
