@@ -28,6 +28,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator
+from types import CodeType
 from typing import Any
 
 _RAISE: Any = object()
@@ -387,23 +388,46 @@ def _statistics_error() -> type:
     return statistics.StatisticsError
 
 
-def load_function(code: str, name: str, policy: dict[str, Any],
-                  restricted: bool) -> Callable[..., Any]:
-    """Compile and exec `code` in a fresh guarded namespace; return the function `name`."""
+def compile_function(code: str, policy: dict[str, Any], restricted: bool) -> CodeType:
+    """Compile only, nothing runs: the server compiles each function once and its children
+    exec the code object (fork shares it), so no call pays for RestrictedPython's compiler."""
     rules = _rules(policy)
-    if restricted:
-        from RestrictedPython.compile import compile_restricted_exec
+    if not restricted:
+        return compile(code, rules.filename, "exec")
+    from RestrictedPython.compile import compile_restricted_exec
 
-        result = compile_restricted_exec(code, filename=rules.filename)
-        if result.errors or result.code is None:
-            raise SyntaxError("; ".join(result.errors) or "RestrictedPython refused the code")
-        compiled = result.code
-        env_builtins = guarded_builtins(policy)
-    else:
-        compiled = compile(code, rules.filename, "exec")
-        env_builtins = dict(vars(builtins))
-        env_builtins["__import__"] = _make_import(rules, _make_getattr(rules))
-    namespace: dict[str, Any] = {"__builtins__": env_builtins, "__name__": "fnforge_function"}
+    result = compile_restricted_exec(code, filename=rules.filename)
+    if result.errors or result.code is None:
+        raise SyntaxError("; ".join(result.errors) or "RestrictedPython refused the code")
+    return result.code
+
+
+_builtins_cache: dict[tuple[int, bool], dict[str, Any]] = {}
+
+
+def _builtins_for(policy: dict[str, Any], restricted: bool) -> dict[str, Any]:
+    """A fresh copy of the (cached) builtins of restricted or plain function code."""
+    key = (id(policy), restricted)
+    template = _builtins_cache.get(key)
+    if template is None:
+        if restricted:
+            template = guarded_builtins(policy)
+        else:
+            rules = _rules(policy)
+            template = dict(vars(builtins))
+            template["__import__"] = _make_import(rules, _make_getattr(rules))
+        _builtins_cache[key] = template
+    return dict(template)
+
+
+def load_function(code: str, name: str, policy: dict[str, Any], restricted: bool,
+                  compiled: CodeType | None = None) -> Callable[..., Any]:
+    """Exec `code` (or its precompiled code object) in a fresh guarded namespace; return the
+    function `name`."""
+    if compiled is None:
+        compiled = compile_function(code, policy, restricted)
+    namespace: dict[str, Any] = {"__builtins__": _builtins_for(policy, restricted),
+                                 "__name__": "fnforge_function"}
     exec(compiled, namespace)
     func = namespace.get(name)
     if not callable(func):

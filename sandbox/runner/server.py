@@ -199,7 +199,7 @@ class _Child:
     """One forked child, waiting for its single request."""
 
     def __init__(self, policy: dict[str, Any], limits: dict[str, Any],
-                 protocol_fds: tuple[int, ...]) -> None:
+                 protocol_fds: tuple[int, ...], compiled: Compiled) -> None:
         req_r, self.req_w = os.pipe()
         self.res_r, res_w = os.pipe()
         self.out_r, out_w = os.pipe()
@@ -215,7 +215,7 @@ class _Child:
             try:
                 for fd in (self.req_w, self.res_r, self.out_r, self.err_r, *protocol_fds):
                     os.close(fd)
-                _child_main(req_r, res_w, out_w, err_w, policy, limits)
+                _child_main(req_r, res_w, out_w, err_w, policy, limits, compiled)
             except BaseException:
                 try:  # fd 2 is the call's stderr pipe by now, or the runner's own stderr
                     os.write(2, traceback.format_exc().encode()[-8000:])
@@ -241,15 +241,21 @@ class _Child:
 _WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
 
 
-def _prefault(policy: dict[str, Any]) -> None:
+Compiled = dict[tuple[str, bool], Any]
+"""Code objects by (source, restricted), compiled by the server: children exec, never compile."""
+_MAX_COMPILED = 256
+
+
+def _prefault(policy: dict[str, Any], compiled: Compiled) -> None:
     """Walk the call path once while waiting, so its copy-on-write faults are paid off it."""
-    func = guards.load_function(_WARM_UP, "fnforge_warm_up", policy, True)
+    func = guards.load_function(_WARM_UP, "fnforge_warm_up", policy, True,
+                                compiled.get((_WARM_UP, True)))
     message = {"result": {"ok": True, "value": to_json_value(func(3)), "error": None}}
     json.loads(json.dumps(message, allow_nan=False))
 
 
 def _child_main(req_r: int, res_w: int, out_w: int, err_w: int,
-                policy: dict[str, Any], limits: dict[str, Any]) -> None:
+                policy: dict[str, Any], limits: dict[str, Any], compiled: Compiled) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     devnull_w = os.open(os.devnull, os.O_WRONLY)  # replaces stdout/stderr after the call
     os.dup2(devnull, 0)
@@ -265,7 +271,7 @@ def _child_main(req_r: int, res_w: int, out_w: int, err_w: int,
         signal.signal(signum, signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _install_seccomp()
-    _prefault(policy)
+    _prefault(policy, compiled)
     chunks = []
     while True:
         chunk = os.read(req_r, 1 << 16)
@@ -289,7 +295,7 @@ def _child_main(req_r: int, res_w: int, out_w: int, err_w: int,
                       buffering=1 << 16)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
                       buffering=1 << 16)
-    result = _execute(request, policy, limits, emit)
+    result = _execute(request, policy, limits, emit, compiled)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -306,7 +312,7 @@ def _child_main(req_r: int, res_w: int, out_w: int, err_w: int,
 
 
 def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, Any],
-             emit: Any) -> dict[str, Any]:
+             emit: Any, compiled: Compiled) -> dict[str, Any]:
     op = request["op"]
     result: dict[str, Any] = {"ok": False, "value": None, "error": None, "exit_code": 1}
     if op == "probe":
@@ -325,14 +331,16 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
     try:
         if op == "call":
             fn = request["function"]
-            func = guards.load_function(fn["code"], fn["name"], policy,
-                                        bool(request.get("restricted", True)))
+            restricted = bool(request.get("restricted", True))
+            func = guards.load_function(fn["code"], fn["name"], policy, restricted,
+                                        compiled.get((fn["code"], restricted)))
             value = func(**request.get("args", {}))
             result.update(ok=True, exit_code=0, value=value)
         elif op == "run":
             namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
             for fn in request.get("functions", []):
-                namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy, True)
+                namespace[fn["name"]] = guards.load_function(
+                    fn["code"], fn["name"], policy, True, compiled.get((fn["code"], True)))
             exec(compile(request["code"], "<code>", "exec"), namespace)
             result.update(ok=True, exit_code=0)
         else:
@@ -397,6 +405,8 @@ class Server:
         self.limits: dict[str, Any] = {}
         self.spare: _Child | None = None
         self.current: _Child | None = None
+        self.compiled: Compiled = {}
+        self.to_compile: list[tuple[str, bool]] = []
         self.oom_file = self._find_oom_file()
         self.oom_baseline = 0
         self.tmp_baseline = 1
@@ -487,7 +497,8 @@ class Server:
         if op == "configure":
             self.policy = request["policy"]
             self.limits = request["limits"]
-            _prefault(self.policy)  # fill every lazy cache here, once, so no child pays for it
+            self._compile(_WARM_UP, True)
+            _prefault(self.policy, self.compiled)  # fill every lazy cache here, once
             self.oom_baseline = self._oom_count()
             self.tmp_baseline = _files_in(TMP)
             gc.collect()
@@ -506,7 +517,8 @@ class Server:
         for delay in (0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5):
             time.sleep(delay)
             try:
-                return _Child(self.policy, self.limits, (self.proto_in, self.proto_out))
+                return _Child(self.policy, self.limits, (self.proto_in, self.proto_out),
+                              self.compiled)
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
                     raise
@@ -525,6 +537,10 @@ class Server:
             return {"ok": False, "error": _error("ResourceLimit", "cannot start a process: the"
                                                  " container's pids limit is exhausted")}
         self.current = child
+        if request.get("op") == "call":
+            self.to_compile = [(request["function"]["code"], bool(request.get("restricted", True)))]
+        elif request.get("op") == "run":
+            self.to_compile = [(fn["code"], True) for fn in request.get("functions", [])]
         nonce = os.urandom(16).hex()  # only the runner's own result line carries it
         request = {**request, "nonce": nonce}
         timeout = float(request.get("timeout") or self.limits["timeout_s"])
@@ -597,8 +613,23 @@ class Server:
             self._kill_all_but({os.getpid(), 1} | ({self.spare.pid} if self.spare else set()))
             if _files_in(TMP) > self.tmp_baseline:
                 _empty_dir(TMP)
+        for code, restricted in self.to_compile:  # the next children exec, not compile
+            self._compile(code, restricted)
+        self.to_compile = []
         if self.spare is None and self.policy:
             self.spare = self._fork()
+
+    def _compile(self, code: str, restricted: bool) -> None:
+        """Compile (never run) a function's source into the cache; errors are the child's."""
+        if (code, restricted) in self.compiled or not isinstance(code, str):
+            return
+        try:
+            self.compiled[(code, restricted)] = guards.compile_function(code, self.policy,
+                                                                        restricted)
+        except Exception:  # the child compiles it again and reports the error as the result
+            return
+        if len(self.compiled) > _MAX_COMPILED:
+            del self.compiled[next(iter(self.compiled))]
 
     def _kill_all_but(self, keep: set[int]) -> None:
         """SIGKILL every other process until none is left."""
