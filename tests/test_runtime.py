@@ -205,3 +205,13 @@ def test_code_blocks_may_use_files_but_not_processes_or_sockets(sandbox: Sandbox
         assert not blocked.ok and blocked.error is not None
         assert blocked.error.type == "PermissionError", code
         assert blocked.audit, code
+
+
+def test_a_revised_function_runs_its_new_code(sandbox: Sandbox) -> None:
+    """The runner caches compiled code by source: a revision under the same name is new code."""
+    first = make_spec("def answer(x):\n    return x + 1\n")
+    revised = make_spec("def answer(x):\n    return x + 2\n")
+    for _ in range(2 * sandbox.pool_size):  # every container has seen (and cached) the first
+        assert sandbox.call(first, {"x": 1}).value == 2
+    assert sandbox.call(revised, {"x": 1}).value == 3
+    assert sandbox.call(first, {"x": 1}).value == 2
