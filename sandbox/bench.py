@@ -37,6 +37,12 @@ TRIVIAL = FunctionSpec.from_dict({
                                                     "b": {"type": "integer"}},
                    "required": ["a", "b"]},
     "code": "def add(a, b):\n    return a + b\n"})
+SYMPY = FunctionSpec.from_dict({
+    "name": "factor_count", "description": "number of distinct prime factors",
+    "parameters": {"type": "object", "properties": {"n": {"type": "integer"}},
+                   "required": ["n"]},
+    "code": "import sympy\n\ndef factor_count(n):\n    return len(sympy.factorint(n))\n"})
+"""A call that needs the sympy/numpy zygote: the trivial call runs in a lighter child."""
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -167,6 +173,9 @@ def main(args: argparse.Namespace) -> int:
                 f"{default.pool_size}, fresh process per call"))
             figures["fnforge_paced"] = _percentiles(_time(
                 call, args.calls, f"fnforge: Sandbox.call every {PACE_S * 1000:g} ms", PACE_S))
+            figures["fnforge_sympy"] = _percentiles(_time(
+                lambda: default.call(SYMPY, {"n": 360}), args.calls,
+                "fnforge: a sympy call back to back (the zygote's heavier child)"))
         with Sandbox(pool_size=1) as single:  # one container: its clean-up is on the path
             single.call(TRIVIAL, {"a": 1, "b": 2})
             figures["fnforge_one_container"] = _percentiles(_time(
@@ -177,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
         rate = _vet_rate(sandbox, 40)
         figures["vet_functions_per_s"] = round(rate, 1) if rate is not None else None
     figures["ratios"] = {}
-    for key in ("fnforge", "fnforge_paced"):
+    for key in ("fnforge", "fnforge_paced", "fnforge_sympy"):
         p50 = figures[key]["p50_ms"]
         figures["ratios"][key] = {
             "docker_exec_over_fnforge_p50": round(figures["docker_exec"]["p50_ms"] / p50, 1),
@@ -199,13 +208,15 @@ def _report(f: dict[str, Any]) -> None:
     for key, label in (("floor", "(c) floor: JSON line to a local subprocess"),
                        ("fnforge", "fnforge Sandbox.call, default pool, back to back"),
                        ("fnforge_paced", f"fnforge Sandbox.call, default pool, {pace}"),
+                       ("fnforge_sympy", "fnforge sympy.factorint call, back to back"),
                        ("fnforge_one_container", "fnforge Sandbox.call, pool of 1, back to back"),
                        ("docker_exec", f"(b) docker exec python3 -c, warm container, {pace}"),
                        ("docker_run", f"(a) docker run per call, {pace}")):
         row = f[key]
         table.add_row(label, f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", str(row["n"]))
     _console.print(table)
-    for key, label in (("fnforge", "back to back"), ("fnforge_paced", pace)):
+    for key, label in (("fnforge", "back to back"), ("fnforge_paced", pace),
+                       ("fnforge_sympy", "sympy call, back to back")):
         r = f["ratios"][key]
         exec_ok = r["docker_exec_over_fnforge_p50"] >= 20
         run_ok = r["docker_run_over_fnforge_p50"] >= 80

@@ -1,22 +1,27 @@
 """The fnforge runner: the only fnforge code that runs beside untrusted code, in the container.
 
-One long-lived fork server per container, and the container's init (pid 1): it reaps every
-orphan, and as a namespace init it cannot be killed from inside. (Docker's own init is not used:
-it would hold the protocol stream in a dumpable process that /proc/1/fd and /proc/1/mem expose.)
-It reads one JSON request per line on stdin and answers one JSON line on stdout. Every request
-runs in a fresh child forked from a pristine process that has sympy and numpy imported already;
-the next child is forked after the answer is sent, so the fork is off the critical path.
+The server is the container's init (pid 1): it reaps every orphan, and as a namespace init it
+cannot be killed from inside. (Docker's own init is not used: it would hold the protocol stream
+in a dumpable process that /proc/1/fd and /proc/1/mem expose.) It reads one JSON request per line
+on stdin and answers one JSON line on stdout. Every request runs in a fresh child process:
+- from the server itself (standard library and RestrictedPython loaded: about a millisecond of
+  CPU to fork and reap) when the code names neither sympy, numpy nor mpmath;
+- otherwise from the zygote, a child of the server that holds sympy and numpy already, and forks
+  on the server's request (pipe ends passed over a socketpair, exit statuses reported back).
+One child of each kind is forked ahead of time and has walked the call path once; each function
+is compiled once (RestrictedPython) and its children exec the code object. The answer is sent
+as soon as the result is in; the child is then killed, every process of the call with it, /tmp
+is emptied and the next spare forked: none of that is on the critical path.
 
 Confinement of the child, on top of the container's (see sandbox/container.py):
-- a seccomp filter that refuses kill/ptrace/process_vm/SysV IPC/keyrings/namespaces/mount, so
-  user code can neither signal nor trace this server nor leave kernel objects for later calls;
-- this server is non-dumpable, so /proc/<server>/{mem,fd,environ} are closed to the child;
-- rlimits: CPU seconds, no core files; the OOM killer takes the largest process, and a child
-  that allocates is larger than the server (if the server is taken, the host replaces the
-  container);
+- a seccomp filter that refuses kill/ptrace/process_vm/SysV IPC/keyrings/namespaces/mount,
+  F_SETOWN, and prlimit/sched_set* on other pids, so user code can neither signal, trace nor
+  throttle the server, the zygote or a spare, nor leave kernel objects for later calls;
+- the server, the zygote and every child are non-dumpable: /proc/<pid>/{mem,fd,environ} of the
+  others are closed to user code;
+- rlimits: CPU seconds from the timeout, no core files;
 - stdin is /dev/null, stdout and stderr are pipes drained here with caps: user output can never
-  reach the protocol stream;
-- after each call: every process but this one is killed (kill(-1)), /tmp is emptied.
+  reach the protocol stream, and the result line must carry a per-call nonce.
 Standard library and RestrictedPython only; never imports the host package `sandbox`.
 """
 
@@ -28,9 +33,11 @@ import gc
 import json
 import math
 import os
+import re
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -43,8 +50,13 @@ import contextlib
 
 import guards
 
-PRELOAD = ("sympy", "numpy", "mpmath", "fractions", "decimal", "itertools", "functools",
-           "collections", "statistics", "math", "cmath", "random", "re")
+PRELOAD_LIGHT = ("fractions", "decimal", "itertools", "functools", "collections", "statistics",
+                 "math", "cmath", "random", "re", "heapq", "bisect", "numbers", "copy", "array",
+                 "RestrictedPython.compile")
+"""In the server itself: a child forked from it costs about a millisecond of CPU."""
+PRELOAD_HEAVY = ("sympy", "numpy", "mpmath")
+"""In the zygote only: forking a process that holds them costs about three."""
+_HEAVY_SOURCE = re.compile(r"\b(?:sympy|numpy|mpmath)\b")
 TMP = "/tmp"
 _IGNORED_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP,
@@ -196,35 +208,13 @@ def _error(kind: str, message: str, tb: str = "") -> dict[str, str]:
 
 # --- the child -----------------------------------------------------------------------------------
 class _Child:
-    """One forked child, waiting for its single request."""
+    """One forked child waiting for its single request, and the server's ends of its pipes."""
 
-    def __init__(self, policy: dict[str, Any], limits: dict[str, Any],
-                 protocol_fds: tuple[int, ...], compiled: Compiled) -> None:
-        req_r, self.req_w = os.pipe()
-        self.res_r, res_w = os.pipe()
-        self.out_r, out_w = os.pipe()
-        self.err_r, err_w = os.pipe()
+    def __init__(self, pid: int, req_w: int, res_r: int, out_r: int, err_r: int,
+                 heavy: bool) -> None:
+        self.pid, self.req_w, self.res_r, self.out_r, self.err_r = pid, req_w, res_r, out_r, err_r
+        self.heavy = heavy  # forked by the zygote (sympy, numpy), not by the server
         self.reaped = False
-        try:
-            self.pid = os.fork()
-        except OSError:
-            for fd in (req_r, self.req_w, self.res_r, res_w, self.out_r, out_w, self.err_r, err_w):
-                os.close(fd)
-            raise
-        if self.pid == 0:  # child: never returns
-            try:
-                for fd in (self.req_w, self.res_r, self.out_r, self.err_r, *protocol_fds):
-                    os.close(fd)
-                _child_main(req_r, res_w, out_w, err_w, policy, limits, compiled)
-            except BaseException:
-                try:  # fd 2 is the call's stderr pipe by now, or the runner's own stderr
-                    os.write(2, traceback.format_exc().encode()[-8000:])
-                except BaseException:
-                    pass
-            finally:
-                os._exit(70)
-        for fd in (req_r, res_w, out_w, err_w):
-            os.close(fd)
 
     def close_request(self) -> None:
         if self.req_w >= 0:
@@ -236,6 +226,36 @@ class _Child:
         for fd in (self.res_r, self.out_r, self.err_r):
             os.close(fd)
         self.res_r = self.out_r = self.err_r = -1
+
+
+def _pipes() -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(server ends: req_w, res_r, out_r, err_r), (child ends: req_r, res_w, out_w, err_w)."""
+    req_r, req_w = os.pipe()
+    res_r, res_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    return (req_w, res_r, out_r, err_r), (req_r, res_w, out_w, err_w)
+
+
+def _fork_child(child_fds: tuple[int, int, int, int], close_in_child: tuple[int, ...],
+                policy: dict[str, Any], limits: dict[str, Any], compiled: Compiled) -> int:
+    """Fork a process that runs one request with the given pipe ends; returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in close_in_child:
+                os.close(fd)
+            _child_main(*child_fds, policy, limits, compiled)
+        except BaseException:
+            try:  # fd 2 is the call's stderr pipe by now, or the runner's own stderr
+                os.write(2, traceback.format_exc().encode()[-8000:])
+            except BaseException:
+                pass
+        finally:
+            os._exit(70)
+    return pid
 
 
 _WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
@@ -391,6 +411,83 @@ def _safe_str(exc: BaseException) -> str:
         return repr(type(exc))
 
 
+def _needs_heavy(request: dict[str, Any]) -> bool:
+    """Whether the request's code names sympy, numpy or mpmath (else a light child runs it)."""
+    if request.get("op") == "call":
+        sources = [request.get("function", {}).get("code", "")]
+    elif request.get("op") == "run":
+        sources = [request.get("code", ""), *(f.get("code", "") for f in
+                                              request.get("functions", []))]
+    else:
+        return False
+    return any(isinstance(src, str) and _HEAVY_SOURCE.search(src) for src in sources)
+
+
+def _compile_into(compiled: Compiled, policy: dict[str, Any], code: Any, restricted: bool) -> None:
+    """Compile (never run) a function's source into the cache; errors are the child's to report."""
+    if not isinstance(code, str) or (code, restricted) in compiled:
+        return
+    try:
+        compiled[(code, restricted)] = guards.compile_function(code, policy, restricted)
+    except Exception:  # the child compiles it again and reports the error as its result
+        return
+    if len(compiled) > _MAX_COMPILED:
+        del compiled[next(iter(compiled))]
+
+
+# --- the zygote ----------------------------------------------------------------------------------
+_MAX_PRECOMPILE = 64 * 1024  # bytes of source sent along with a fork request
+
+
+def _zygote_main(sock: socket.socket, policy: dict[str, Any], limits: dict[str, Any],
+                 compiled: Compiled) -> None:
+    """Holds sympy and numpy and forks the children that need them, on the server's request.
+
+    The server sends the child's pipe ends (SCM_RIGHTS) with the sources to precompile; the
+    zygote answers b"P" + pid, and b"E" + pid + status when a child of it has exited.
+    """
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS threads across fork()
+    for name in PRELOAD_HEAVY:
+        __import__(name)
+    del os.environ["OPENBLAS_NUM_THREADS"]
+    _prefault(policy, compiled)
+    gc.collect()
+    gc.freeze()  # keep forked children from touching (and copying) the preloaded heap
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sock.sendall(b"R")  # ready
+    while True:
+        ready, _, _ = select.select([sock, wake_r], [], [])
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake_r, 4096)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            sock.sendall(b"E" + struct.pack("ii", pid, status))
+        if sock not in ready:
+            continue
+        message, fds, _, _ = socket.recv_fds(sock, _MAX_PRECOMPILE + 1024, 4)
+        if not message:
+            os._exit(0)  # the server is gone
+        for code, restricted in json.loads(message[1:]):
+            _compile_into(compiled, policy, code, bool(restricted))
+        try:
+            pid = _fork_child((fds[0], fds[1], fds[2], fds[3]), (sock.fileno(), wake_r, wake_w),
+                              policy, limits, compiled)
+        except OSError:
+            pid = -1  # pids limit: the server retries
+        for fd in fds:
+            os.close(fd)
+        sock.sendall(b"P" + struct.pack("i", pid))
+
+
 # --- the server ----------------------------------------------------------------------------------
 class Server:
     def __init__(self) -> None:
@@ -403,10 +500,14 @@ class Server:
         self.buffer = b""
         self.policy: dict[str, Any] = {}
         self.limits: dict[str, Any] = {}
-        self.spare: _Child | None = None
+        self.spares: dict[bool, _Child | None] = {False: None, True: None}  # by heavy
         self.current: _Child | None = None
+        self.zygote: socket.socket | None = None
+        self.zygote_pid = 0
+        self.exited: dict[int, int] = {}  # exit statuses the zygote reported
         self.compiled: Compiled = {}
         self.to_compile: list[tuple[str, bool]] = []
+        self.heavy_to_compile: list[tuple[str, bool]] = []
         self.oom_file = self._find_oom_file()
         self.oom_baseline = 0
         self.tmp_baseline = 1
@@ -462,10 +563,8 @@ class Server:
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
         _libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: /proc/<pid>/* closed to same-uid peers
         _libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back to us
-        os.environ["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS threads across fork()
-        for name in PRELOAD:
+        for name in PRELOAD_LIGHT:
             __import__(name)
-        del os.environ["OPENBLAS_NUM_THREADS"]
         os.environ.pop("LC_CTYPE", None)  # set by Python's C-locale coercion; keep env empty
         gc.collect()
         gc.freeze()  # keep forked children from touching (and copying) the preloaded heap
@@ -487,8 +586,6 @@ class Server:
             self.send(self.handle(request))
             select.select([self.proto_in], [], [], 0.0015)  # let the answer leave first
             self.finish_child()
-        if self.spare is not None:
-            self.spare.close()
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -499,6 +596,7 @@ class Server:
             self.limits = request["limits"]
             self._compile(_WARM_UP, True)
             _prefault(self.policy, self.compiled)  # fill every lazy cache here, once
+            self._start_zygote()
             self.oom_baseline = self._oom_count()
             self.tmp_baseline = _files_in(TMP)
             gc.collect()
@@ -512,18 +610,83 @@ class Server:
         response["id"] = request.get("id")
         return response
 
-    def _fork(self) -> _Child | None:
+    def _start_zygote(self) -> None:
+        server_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the zygote: never returns
+            try:
+                server_end.close()
+                for fd in (self.proto_in, self.proto_out):
+                    os.close(fd)
+                _zygote_main(zygote_end, self.policy, self.limits, dict(self.compiled))
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    os.write(2, traceback.format_exc().encode()[-8000:])
+            finally:
+                os._exit(71)
+        zygote_end.close()
+        self.zygote, self.zygote_pid = server_end, pid
+        if self._zygote_message()[0] != b"R":
+            raise RuntimeError("the zygote did not start")
+
+    def _zygote_message(self) -> tuple[bytes, int]:
+        """The next message from the zygote (an exit status is also filed in self.exited)."""
+        assert self.zygote is not None
+        message = self.zygote.recv(64)
+        if not message:
+            raise RuntimeError("the zygote died")  # the server ends; the host replaces us
+        kind = message[:1]
+        if kind == b"E":
+            pid, status = struct.unpack("ii", message[1:9])
+            self.exited[pid] = status
+            return kind, pid
+        return kind, (struct.unpack("i", message[1:5])[0] if kind == b"P" else 0)
+
+    def _fork(self, heavy: bool) -> _Child | None:
         """A new child, or None while the pids limit is still full of a dying call's processes."""
         for delay in (0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5):
             time.sleep(delay)
+            server_fds, child_fds = _pipes()
             try:
-                return _Child(self.policy, self.limits, (self.proto_in, self.proto_out),
-                              self.compiled)
+                pid = self._fork_heavy(child_fds) if heavy else _fork_child(
+                    child_fds, (*server_fds, self.proto_in, self.proto_out,
+                                *([self.zygote.fileno()] if self.zygote else [])),
+                    self.policy, self.limits, self.compiled)
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
                     raise
-                self._kill_all_but({os.getpid(), 1})
+                pid = -1
+            finally:
+                for fd in child_fds:
+                    os.close(fd)
+            if pid > 0:
+                return _Child(pid, *server_fds, heavy=heavy)
+            for fd in server_fds:
+                os.close(fd)
+            self._kill_all_but()
         return None
+
+    def _fork_heavy(self, child_fds: tuple[int, int, int, int]) -> int:
+        assert self.zygote is not None
+        sources = json.dumps(self.heavy_to_compile)
+        if len(sources) > _MAX_PRECOMPILE:
+            sources = "[]"
+        self.heavy_to_compile = []
+        socket.send_fds(self.zygote, [b"F" + sources.encode()], list(child_fds))
+        while True:
+            kind, pid = self._zygote_message()
+            if kind == b"P":
+                return pid
+            if kind != b"E":
+                raise RuntimeError("the zygote broke its protocol")
+
+    def _wait(self, child: _Child) -> int:
+        """Block until the child has exited; its wait status."""
+        if not child.heavy:
+            return os.waitpid(child.pid, 0)[1]
+        while child.pid not in self.exited:
+            self._zygote_message()
+        return self.exited.pop(child.pid)
 
     def run_child(self, request: dict[str, Any]) -> dict[str, Any]:
         """Hand the request to the waiting child; answer as soon as its result is in.
@@ -531,16 +694,22 @@ class Server:
         The child is killed and cleaned up, and the next call's child forked, after the answer
         is sent (finish_child): neither is on the critical path of this call.
         """
-        child = self.spare or self._fork()
-        self.spare = None
+        heavy = _needs_heavy(request)
+        child = self.spares[heavy] or self._fork(heavy)
+        self.spares[heavy] = None
         if child is None:
             return {"ok": False, "error": _error("ResourceLimit", "cannot start a process: the"
                                                  " container's pids limit is exhausted")}
         self.current = child
+        sources: list[tuple[str, bool]] = []
         if request.get("op") == "call":
-            self.to_compile = [(request["function"]["code"], bool(request.get("restricted", True)))]
+            sources = [(request["function"]["code"], bool(request.get("restricted", True)))]
         elif request.get("op") == "run":
-            self.to_compile = [(fn["code"], True) for fn in request.get("functions", [])]
+            sources = [(fn["code"], True) for fn in request.get("functions", [])]
+        if heavy:
+            self.heavy_to_compile = sources  # compiled by the zygote before its next fork
+        else:
+            self.to_compile = sources
         nonce = os.urandom(16).hex()  # only the runner's own result line carries it
         request = {**request, "nonce": nonce}
         timeout = float(request.get("timeout") or self.limits["timeout_s"])
@@ -593,7 +762,7 @@ class Server:
         os.kill(child.pid, signal.SIGKILL)  # done, or misbehaving: either way it ends here
         status = 0
         if not has_result or killed_for:
-            _, status = os.waitpid(child.pid, 0)
+            status = self._wait(child)
             child.reaped = True
         duration_ms = (time.monotonic() - started) * 1000
         self._drain(child, buffers, cap, totals)
@@ -603,45 +772,32 @@ class Server:
                               duration_ms, timeout, nonce)
 
     def finish_child(self) -> None:
-        """After the answer: no process of the call survives, /tmp is empty, a spare waits."""
+        """After the answer: no process of the call survives, /tmp is empty, spares wait."""
         child, self.current = self.current, None
         self.oom_baseline = self._oom_count()  # off the critical path of the next call
         if child is not None:
             if not child.reaped:
-                os.waitpid(child.pid, 0)
+                self._wait(child)
             child.close()
-            self._kill_all_but({os.getpid(), 1} | ({self.spare.pid} if self.spare else set()))
+            self._kill_all_but()
             if _files_in(TMP) > self.tmp_baseline:
                 _empty_dir(TMP)
         for code, restricted in self.to_compile:  # the next children exec, not compile
             self._compile(code, restricted)
         self.to_compile = []
-        if self.spare is None and self.policy:
-            self.spare = self._fork()
+        if self.policy:
+            for heavy in (False, True):
+                if self.spares[heavy] is None:
+                    self.spares[heavy] = self._fork(heavy)
 
     def _compile(self, code: str, restricted: bool) -> None:
-        """Compile (never run) a function's source into the cache; errors are the child's."""
-        if (code, restricted) in self.compiled or not isinstance(code, str):
-            return
-        try:
-            self.compiled[(code, restricted)] = guards.compile_function(code, self.policy,
-                                                                        restricted)
-        except Exception:  # the child compiles it again and reports the error as the result
-            return
-        if len(self.compiled) > _MAX_COMPILED:
-            del self.compiled[next(iter(self.compiled))]
+        _compile_into(self.compiled, self.policy, code, restricted)
 
-    def _kill_all_but(self, keep: set[int]) -> None:
-        """SIGKILL every other process until none is left."""
-        if self.spare is None:  # nothing to spare: kill(-1) takes all but us, in one call
-            for _ in range(10000):
-                try:
-                    os.kill(-1, signal.SIGKILL)
-                except ProcessLookupError:
-                    return
-                self._reap()
-                time.sleep(0.0002)
+    def _kill_all_but(self) -> None:
+        """SIGKILL every process but this one, the zygote and the spares, until none is left."""
         for _ in range(10000):
+            keep = {os.getpid(), 1, self.zygote_pid} | {
+                c.pid for c in self.spares.values() if c is not None}
             victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
             if not victims:
                 return
@@ -660,9 +816,12 @@ class Server:
                 return
             if pid == 0:
                 return
-            if self.spare is not None and pid == self.spare.pid:
-                self.spare.close()  # the spare died: a fresh one is forked after
-                self.spare = None
+            if pid == self.zygote_pid:
+                raise RuntimeError("the zygote died")  # the server ends; the host replaces us
+            for heavy, spare in self.spares.items():
+                if spare is not None and spare.pid == pid:
+                    spare.close()  # a spare died: a fresh one is forked after
+                    self.spares[heavy] = None
 
     @staticmethod
     def _drain(child: _Child, buffers: dict[int, bytearray], cap: int,
