@@ -268,13 +268,19 @@ class Sandbox:
     def selftest(self) -> dict[str, dict[str, Any]]:
         """Run every confinement probe now: in a real call child, and on the container's config."""
         report = self._host_checks()
-        response = self._request({"op": "probe", "timeout": 20.0}, 20.0)
-        if not response.get("ok") or not isinstance(response.get("value"), dict):
-            error = response.get("error") or {}
-            report["probes_ran"] = {"confined": False,
-                                    "detail": f"probe run failed: {error.get('message')}"}
-            return report
-        report.update(response["value"])
+        for heavy in (False, True):  # children of the runner, and of the sympy/numpy zygote
+            kind = "zygote child" if heavy else "runner child"
+            response = self._request({"op": "probe", "heavy": heavy, "timeout": 20.0}, 20.0)
+            if not response.get("ok") or not isinstance(response.get("value"), dict):
+                error = response.get("error") or {}
+                report[f"probes_ran_in_{kind.replace(' ', '_')}"] = {
+                    "confined": False, "detail": f"probe run failed: {error.get('message')}"}
+                continue
+            for name, probe in response["value"].items():
+                seen = report.get(name)
+                if seen is None or (seen["confined"] and not probe["confined"]):
+                    report[name] = {"confined": bool(probe["confined"]),
+                                    "detail": f"{kind}: {probe['detail']}"}
         return report
 
     def _host_checks(self) -> dict[str, dict[str, Any]]:

@@ -418,8 +418,8 @@ def _needs_heavy(request: dict[str, Any]) -> bool:
     elif request.get("op") == "run":
         sources = [request.get("code", ""), *(f.get("code", "") for f in
                                               request.get("functions", []))]
-    else:
-        return False
+    else:  # probes ask for either kind of child
+        return bool(request.get("heavy"))
     return any(isinstance(src, str) and _HEAVY_SOURCE.search(src) for src in sources)
 
 
