@@ -35,6 +35,7 @@ def container_options(image: str, limits: Limits, runtime: str | None = None) ->
         labels={LABEL: "container", OWNER_LABEL: str(os.getpid())},
         stdin_open=True,  # the protocol stream; the runner's only channel
         network_mode="none",  # no interface but loopback
+        dns=["127.0.0.1"],  # resolv.conf names no host resolver (there is no network anyway)
         read_only=True,  # read-only root filesystem
         tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
         cap_drop=["ALL"],

@@ -215,3 +215,17 @@ def test_a_revised_function_runs_its_new_code(sandbox: Sandbox) -> None:
         assert sandbox.call(first, {"x": 1}).value == 2
     assert sandbox.call(revised, {"x": 1}).value == 3
     assert sandbox.call(first, {"x": 1}).value == 2
+
+
+def test_no_host_configuration_shows_through_etc(sandbox: Sandbox) -> None:
+    """Docker writes resolv.conf, hosts and hostname: none may carry the host's own values."""
+    import socket
+
+    result = sandbox.run("print(open('/etc/resolv.conf').read(), open('/etc/hostname').read())")
+    assert result.ok
+    with open("/etc/resolv.conf") as f:
+        host_resolvers = [line for line in f if line.startswith("nameserver")]
+    for line in host_resolvers:
+        if "127.0.0.1" not in line:
+            assert line.strip() not in result.stdout
+    assert socket.gethostname() not in result.stdout

@@ -265,11 +265,13 @@ def _connect_all(targets: Sequence[tuple[int, tuple[str | int, ...]]],
 
 
 def _nameservers() -> list[str]:
+    """Resolvers named in resolv.conf that are not the container's own loopback."""
     try:
-        return [line.split()[1] for line in _read("/etc/resolv.conf").splitlines()
-                if line.startswith("nameserver") and len(line.split()) > 1][:3]
+        servers = [line.split()[1] for line in _read("/etc/resolv.conf").splitlines()
+                   if line.startswith("nameserver") and len(line.split()) > 1]
     except OSError:
         return []
+    return [ns for ns in servers if not ns.startswith("127.") and ns != "::1"][:3]
 
 
 def probe_net_egress_ipv4() -> ProbeResult:
