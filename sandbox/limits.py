@@ -17,7 +17,9 @@ class Limits:
     pids: int = 64  # pids_limit: stops fork bombs inside the container
     tmpfs_mb: int = 64  # /tmp, noexec,nosuid,nodev
     nofile: int = 256  # ulimit nofile
-    nproc: int = 512  # ulimit nproc; counted per host uid, pids is the per-container cap
+    nproc: int = 4096  # ulimit nproc: counted per host uid across ALL containers, so it must
+    # stay far above pool size x pids, or one container's fork bomb starves the others' forks;
+    # pids (cgroup) is the per-container cap
     fsize_mb: int = 16  # ulimit fsize: one huge write stops here
     container_cpu_s: int = 3600  # ulimit cpu for the long-lived runner; calls get less
     # Per call (runner and host).

@@ -243,7 +243,8 @@ class Sandbox:
     # -- self-test --------------------------------------------------------------------------------
     def _selftest_marker(self) -> Path:
         engine = self._client.info().get("ID", "")
-        key = json.dumps([self.image_id, engine, self._options, self._policy], sort_keys=True,
+        options = {k: v for k, v in self._options.items() if k != "labels"}  # labels name our pid
+        key = json.dumps([self.image_id, engine, options, self._policy], sort_keys=True,
                          default=repr)
         return cache_dir() / "selftest" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
 
