@@ -10,19 +10,14 @@ Two corpora drive most of it:
 from __future__ import annotations
 
 import ast
-import functools
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandbox import policy
+from sandbox import Sandbox, policy
 from sandbox.spec import FunctionSpec
 from sandbox.static import (
     Finding,
@@ -286,47 +281,20 @@ def test_packages_file_parsing() -> None:
     assert not pkgs.accepts("python3") or "python3" in pkgs.packages
 
 
-# ---------------------------------------------------------------- runtime guards, on the host
+# ------------------------------------------------- runtime guards, in the container
 
-GUARD_SCRIPT = textwrap.dedent("""
-    import json, sys
-    sys.path[:0] = [sys.argv[1], sys.argv[2]]
-    import guards
-    from sandbox.policy import policy_for_runner
-    import sympy, numpy, mpmath  # preloaded, as the runner does
-    import sysconfig
-    policy = policy_for_runner()
-    # In the box the packages live under /usr/lib/python3; here, in this checkout's venv,
-    # which may sit anywhere (even under /tmp, which the policy never trusts for reads).
-    audit = policy["audit"]
-    audit["read_only_prefixes"] = [*audit["read_only_prefixes"],
-                                   sysconfig.get_paths()["purelib"],
-                                   sysconfig.get_paths()["platlib"], sys.argv[1], sys.argv[2]]
-    events = []
-    guards.install_audit_hook(policy, events.append)
-    out = {}
-    for name, (code, kwargs) in json.loads(sys.stdin.read()).items():
-        events.clear()
-        try:
-            value = guards.load_function(code, "f", policy, True)(**kwargs)
-            out[name] = {"ok": True, "value": json.loads(json.dumps(value, default=str)),
-                         "events": list(events)}
-        except BaseException as exc:
-            out[name] = {"ok": False, "error": type(exc).__name__, "message": str(exc),
-                         "events": list(events)}
-    print(json.dumps(out))
-""")
-
-
-def run_guarded(cases: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Run functions under runner/guards.py in a fresh host interpreter with real sympy/numpy."""
-    root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # sys.path as in a box
-    proc = subprocess.run([sys.executable, "-c", GUARD_SCRIPT, str(root / "sandbox" / "runner"),
-                           str(root)], input=json.dumps(cases), capture_output=True, text=True,
-                          timeout=120, check=False, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+def run_guarded(sandbox: Sandbox, cases: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Call each function `f` under runner/guards.py and the audit hook, in the sandbox:
+    attack code is never run on the host, not even in a test."""
+    out: dict[str, Any] = {}
+    for name, (code, kwargs) in cases.items():
+        spec = FunctionSpec(name="f", description=name, code=code, parameters={
+            "type": "object", "properties": {k: {} for k in kwargs}, "required": list(kwargs)})
+        r = sandbox.call(spec, kwargs, restricted=True, audit=True)
+        out[name] = ({"ok": True, "value": r.value, "events": r.audit} if r.ok else
+                     {"ok": False, "error": r.error.type if r.error else "", "events": r.audit,
+                      "message": r.error.message if r.error else ""})
+    return out
 
 
 BENIGN_RUNTIME = """
@@ -364,15 +332,16 @@ def f(n):
 """
 
 
-def test_benign_sympy_numpy_code_runs_under_the_guards_without_audit_events() -> None:
-    result = run_guarded({"benign": (BENIGN_RUNTIME, {"n": 2})})["benign"]
+def test_benign_sympy_numpy_code_runs_under_the_guards_without_audit_events(
+        sandbox: Sandbox) -> None:
+    result = run_guarded(sandbox, {"benign": (BENIGN_RUNTIME, {"n": 2})})["benign"]
     assert result["ok"], result
     assert result["events"] == []
     assert result["value"][0] == [-2, 2] and result["value"][1] == "1"
     assert result["value"][-1] == "8 2.50"
 
 
-def test_benign_corpus_passes_its_own_tests_under_the_guards() -> None:
+def test_benign_corpus_passes_its_own_tests_under_the_guards(sandbox: Sandbox) -> None:
     cases: dict[str, tuple[str, dict[str, Any]]] = {}
     expected: dict[str, Any] = {}
     for path in BENIGN:
@@ -383,7 +352,7 @@ def test_benign_corpus_passes_its_own_tests_under_the_guards() -> None:
                 code = spec["code"].replace(f"def {spec['name']}(", "def f(", 1)
                 cases[key] = (code, t["args"])
                 expected[key] = t["expect"]
-    results = run_guarded(cases)
+    results = run_guarded(sandbox, cases)
     for key, want in expected.items():
         got = results[key]
         assert got["ok"] and got["events"] == [], (key, got)
@@ -412,16 +381,16 @@ RUNTIME_ATTACKS = [
 ]
 
 
-@functools.cache
-def runtime_attack_results() -> dict[str, Any]:
-    """All runtime attacks in one interpreter (sympy is imported once)."""
-    return run_guarded({name: (code, {}) for name, code, _e, _v in RUNTIME_ATTACKS})
+@pytest.fixture(scope="module")
+def runtime_attack_results(sandbox: Sandbox) -> dict[str, Any]:
+    return run_guarded(sandbox, {name: (code, {}) for name, code, _e, _v in RUNTIME_ATTACKS})
 
 
 @pytest.mark.parametrize("name,code,error,event", RUNTIME_ATTACKS, ids=lambda x: str(x)[:20])
-def test_runtime_guards_refuse_what_the_static_gate_cannot_see(name: str, code: str, error: str,
-                                                               event: str | None) -> None:
-    result = runtime_attack_results()[name]
+def test_runtime_guards_refuse_what_the_static_gate_cannot_see(
+        runtime_attack_results: dict[str, Any], name: str, code: str, error: str,
+        event: str | None) -> None:
+    result = runtime_attack_results[name]
     assert not result["ok"] and result["error"] == error, result
     if event is not None:
         assert [e["event"] for e in result["events"]] == [event], result
