@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fnforge.sandbox")
 
+class _NoAnswer(SandboxBroken):
+    """The runner did not answer in time: the call timed out from the host's side."""
+
+
 _MISBEHAVIOUR = {"Timeout", "MemoryLimit", "OutputLimit", "ProtocolError", "ResourceLimit"}
 _START_TIMEOUT_S = 90.0
 _MAX_TIMEOUT_S = 600.0
@@ -75,7 +79,7 @@ class _Worker:
         try:
             response = self.stream.receive(time.monotonic() + wait_s)
         except TimeoutError:
-            raise SandboxBroken(f"runner gave no answer within {wait_s:g} s") from None
+            raise _NoAnswer(f"runner gave no answer within {wait_s:g} s") from None
         if response.get("id") != message["id"]:
             raise SandboxBroken("runner answered out of turn")
         if message["op"] == "configure" and not response.get("ok"):
@@ -225,7 +229,8 @@ class Sandbox:
         except SandboxBroken as exc:
             # The runner did not answer properly: the container is killed and replaced.
             oom = self._oom_killed(worker)
-            kind = "MemoryLimit" if oom else "Timeout" if "no answer" in str(exc) else "Crashed"
+            kind = ("MemoryLimit" if oom else "Timeout" if isinstance(exc, _NoAnswer)
+                    else "Crashed")
             return {"ok": False, "timed_out": kind == "Timeout", "oom_killed": oom,
                     "error": {"type": kind, "message": f"container killed: {exc}"},
                     "exit_code": -9, "duration_ms": (timeout + self.limits.host_grace_s) * 1000}

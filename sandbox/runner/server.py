@@ -27,6 +27,7 @@ Standard library and RestrictedPython only; never imports the host package `sand
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -42,11 +43,10 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), "/opt/fnforge/lib"]
-
-import contextlib
 
 import guards
 
@@ -237,16 +237,15 @@ def _pipes() -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
     return (req_w, res_r, out_r, err_r), (req_r, res_w, out_w, err_w)
 
 
-def _fork_child(child_fds: tuple[int, int, int, int], close_in_child: tuple[int, ...],
-                policy: dict[str, Any], limits: dict[str, Any], compiled: Compiled) -> int:
-    """Fork a process that runs one request with the given pipe ends; returns its pid."""
+def _fork_child(child_fds: tuple[int, int, int, int], policy: dict[str, Any],
+                limits: dict[str, Any], compiled: Compiled) -> int:
+    """Fork a process that runs one request with the given pipe ends; returns its pid.
+    The child closes every other descriptor it inherited first thing (_child_main)."""
     pid = os.fork()
     if pid == 0:  # child: never returns
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in close_in_child:
-                os.close(fd)
             _child_main(*child_fds, policy, limits, compiled)
         except BaseException:
             try:  # fd 2 is the call's stderr pipe by now, or the runner's own stderr
@@ -423,6 +422,18 @@ def _needs_heavy(request: dict[str, Any]) -> bool:
     return any(isinstance(src, str) and _HEAVY_SOURCE.search(src) for src in sources)
 
 
+def _reaped() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
+
+
 def _compile_into(compiled: Compiled, policy: dict[str, Any], code: Any, restricted: bool) -> None:
     """Compile (never run) a function's source into the cache; errors are the child's to report."""
     if not isinstance(code, str) or (code, restricted) in compiled:
@@ -463,13 +474,7 @@ def _zygote_main(sock: socket.socket, policy: dict[str, Any], limits: dict[str, 
         ready, _, _ = select.select([sock, wake_r], [], [])
         with contextlib.suppress(BlockingIOError):
             os.read(wake_r, 4096)
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, status in _reaped():
             sock.sendall(b"E" + struct.pack("ii", pid, status))
         if sock not in ready:
             continue
@@ -479,8 +484,7 @@ def _zygote_main(sock: socket.socket, policy: dict[str, Any], limits: dict[str, 
         for code, restricted in json.loads(message[1:]):
             _compile_into(compiled, policy, code, bool(restricted))
         try:
-            pid = _fork_child((fds[0], fds[1], fds[2], fds[3]), (sock.fileno(), wake_r, wake_w),
-                              policy, limits, compiled)
+            pid = _fork_child((fds[0], fds[1], fds[2], fds[3]), policy, limits, compiled)
         except OSError:
             pid = -1  # pids limit: the server retries
         for fd in fds:
@@ -597,7 +601,6 @@ class Server:
             self._compile(_WARM_UP, True)
             _prefault(self.policy, self.compiled)  # fill every lazy cache here, once
             self._start_zygote()
-            self.oom_baseline = self._oom_count()
             self.tmp_baseline = _files_in(TMP)
             gc.collect()
             gc.freeze()
@@ -649,9 +652,7 @@ class Server:
             server_fds, child_fds = _pipes()
             try:
                 pid = self._fork_heavy(child_fds) if heavy else _fork_child(
-                    child_fds, (*server_fds, self.proto_in, self.proto_out,
-                                *([self.zygote.fileno()] if self.zygote else [])),
-                    self.policy, self.limits, self.compiled)
+                    child_fds, self.policy, self.limits, self.compiled)
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
                     raise
@@ -809,13 +810,7 @@ class Server:
 
     def _reap(self) -> None:
         """As init, every orphan of a call is ours to reap."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, _ in _reaped():
             if pid == self.zygote_pid:
                 raise RuntimeError("the zygote died")  # the server ends; the host replaces us
             for heavy, spare in self.spares.items():
