@@ -1,16 +1,19 @@
 # fnforge: `make train` runs the main job, `make test` the tests; both set up what they need.
 VENV ?= .venv
+CONFIG ?= configs/small.toml
+RUN ?= runs/small
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requirements-data.txt | sha256sum | cut -c1-12)
 
-.PHONY: install image selftest test bench lint gc clean-containers
+.PHONY: install image selftest test bench lint gc train eval
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-data.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	$(PIP) install -q --disable-pip-version-check --require-hashes --no-deps -r requirements-data.txt
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -29,7 +32,19 @@ test: install image
 bench: install image
 	$(PY) -m sandbox bench --out bench.json
 	$(MAKE) --no-print-directory model
-	$(PY) -m optimizer.bench_llm
+	$(PY) -m optimizer.llm.bench
+
+# Train a function library on MATH with the embedded model (configs/small.toml, about 15-20
+# minutes on 2 cores); RUN already holding a run continues it. `make train RUN=runs/x CONFIG=...`
+train: install image model
+	@if [ -f $(RUN)/config.json ]; then \
+		echo "continuing $(RUN) (a new run: make train RUN=runs/another)"; \
+		$(PY) -m optimizer train --resume $(RUN); \
+	else $(PY) -m optimizer train --config $(CONFIG) --run-dir $(RUN); fi
+
+# The run's test problems without and with its library, paired; a table and $(RUN)/eval.json.
+eval: install image model
+	$(PY) -m optimizer eval --run $(RUN)
 
 lint: install
 	$(VENV)/bin/ruff check sandbox optimizer tests

@@ -18,7 +18,29 @@ from typing import Any, Literal
 from sandbox.errors import InvalidSpec
 from sandbox.spec import FunctionSpec
 
-from .llm import ChatResult, LLMClient, LLMError, LLMRequestError
+from .errors import ActionParseError, LLMRequestError
+from .llm import ChatResult, LLMClient
+
+__all__ = [
+    "ACTION_NAMES",
+    "Action",
+    "ActionReply",
+    "AddFunction",
+    "FunctionAction",
+    "RemoveFunction",
+    "ReviseFunction",
+    "Terminate",
+    "action_name",
+    "choose_mode",
+    "function_schema",
+    "json_mode_schema",
+    "parse_action",
+    "parse_json_reply",
+    "parse_tool_calls",
+    "request_actions",
+    "response_format",
+    "tool_definitions",
+]
 
 ACTION_NAMES: tuple[str, ...] = ("add_function", "revise_function", "remove_function",
                                  "terminate")
@@ -26,15 +48,21 @@ Mode = Literal["tools", "json"]
 
 
 @dataclass(frozen=True)
-class AddFunction:
+class FunctionAction:
+    """An action that carries a whole function (its vetting comes before it is applied)."""
+
     function: FunctionSpec
     reason: str = ""
 
 
 @dataclass(frozen=True)
-class ReviseFunction:
-    function: FunctionSpec
-    reason: str = ""
+class AddFunction(FunctionAction):
+    """A new name."""
+
+
+@dataclass(frozen=True)
+class ReviseFunction(FunctionAction):
+    """The same name, new code (a new version)."""
 
 
 @dataclass(frozen=True)
@@ -60,15 +88,6 @@ class ActionReply:
     attempts: int
     errors: tuple[str, ...] = ()          # parse errors fed back on the way
     results: tuple[ChatResult, ...] = field(default=(), repr=False)
-
-
-class ActionParseError(LLMError):
-    """The model's output still did not parse after the allowed number of attempts."""
-
-    def __init__(self, message: str, errors: Sequence[str], raw: str) -> None:
-        super().__init__(message)
-        self.errors = tuple(errors)
-        self.raw = raw
 
 
 # ---- schemas ------------------------------------------------------------------------------------
@@ -325,7 +344,7 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
         try:
             actions = (parse_tool_calls(result) if chosen == "tools"
                        else parse_json_reply(result.text))
-            refused = [type(a).__name__ for a in actions if _name_of(a) not in allowed]
+            refused = [type(a).__name__ for a in actions if action_name(a) not in allowed]
             if refused:
                 raise ValueError(f"only {', '.join(allowed)} may be used here, "
                                  f"not {', '.join(refused)}")
@@ -350,7 +369,8 @@ def _tool_choice(client: LLMClient, allowed: Sequence[str]) -> Any:
     return "auto" if client.config.provider == "local" else "required"
 
 
-def _name_of(action: Action) -> str:
+def action_name(action: Action) -> str:
+    """The wire name of an action (add_function, ...)."""
     return {AddFunction: "add_function", ReviseFunction: "revise_function",
             RemoveFunction: "remove_function", Terminate: "terminate"}[type(action)]
 

@@ -1,47 +1,52 @@
 """`python -m sandbox`: one JSON object on stdout per command.
 
-Exit status: 0 when the sandbox did its job (also when the user's code failed), 1 when a verdict
-is negative (selftest found a leak, vet rejected a function), 2 for usage or infrastructure errors.
+Exit status, the same for every command:
+    0  done: a result, a passing verdict, a built image (also when the user's code failed)
+    1  a negative verdict: `vet` rejected a function, `selftest` found a probe not confined
+    2  bad input or infrastructure: one message on stderr saying what to do
+    3  an unexpected error inside fnforge (a bug): reported as such, never as a verdict
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.table import Table
 
 from .errors import InvalidSpec, SandboxError
-from .spec import FunctionSpec
+from .library import LIBRARY_JSON_LIMITS, MAX_LIBRARY_BYTES
+from .paths import cache_dir
+from .spec import FunctionSpec, read_json
+from .text import markup_safe
+from .vetting import VerdictCache, VetReport
 
-_err = Console(stderr=True, soft_wrap=True)
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BUG", "EXIT_OK", "EXIT_REJECTED", "main", "report_bug"]
+
+EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_BUG = 0, 1, 2, 3
+
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class _Usage(Exception):
+    """Bad input from the command line: exit 2 with this message."""
 
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _fail(message: str) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise SystemExit(2)
-
-
-def _load_json_file(path: str, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        _fail(f"cannot read {what} {path}: {exc.strerror}")
-    except ValueError as exc:
-        _fail(f"{what} {path} is not valid JSON: {exc}")
-
-
 def load_functions(path: str) -> list[FunctionSpec]:
     """A list of specs, or an object with a "functions" list or map (a saved FunctionLibrary)."""
-    data = _load_json_file(path, "function library")
+    data = read_json(path, "function library", MAX_LIBRARY_BYTES, LIBRARY_JSON_LIMITS)
     if isinstance(data, dict) and "functions" in data:
         data = data["functions"]
     if isinstance(data, dict):
@@ -50,8 +55,6 @@ def load_functions(path: str) -> list[FunctionSpec]:
         raise InvalidSpec(f"{path}: expected a list of function specs or {{'functions': [...]}}")
     specs = []
     for i, item in enumerate(data):
-        if isinstance(item, dict) and isinstance(item.get("spec"), dict):
-            item = item["spec"]
         try:
             specs.append(FunctionSpec.from_dict(item))
         except InvalidSpec as exc:
@@ -59,51 +62,54 @@ def load_functions(path: str) -> list[FunctionSpec]:
     return specs
 
 
+def _sandbox(args: argparse.Namespace, pool_size: int = 1) -> Any:
+    from .runtime import Sandbox
+
+    return Sandbox(pool_size=pool_size, runtime=args.runtime,
+                   verdicts=VerdictCache(getattr(args, "cache_dir", None)))
+
+
+# -- commands -------------------------------------------------------------------------------------
 def _cmd_image(args: argparse.Namespace) -> int:
     from .container import connect
     from .image import build_image
 
     client = connect()
     with _err.status("building the sandbox image") as status:
-        image = build_image(client, log=lambda line: status.update(line))
+        image = build_image(client, log=lambda line: status.update(markup_safe(line)))
     _print_json({"image": image.tags[0] if image.tags else "", "id": image.id})
-    return 0
+    return EXIT_OK
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
-    from .runtime import Sandbox
-
     spec = FunctionSpec.load(args.spec)
     try:
         call_args = json.loads(args.args)
     except ValueError as exc:
-        _fail(f"--args is not valid JSON: {exc}")
+        raise _Usage(f"--args is not valid JSON: {exc}") from None
     if not isinstance(call_args, dict):
-        _fail("--args must be a JSON object of keyword arguments, e.g. '{\"n\": 5}'")
-    with Sandbox(pool_size=1) as sandbox:
+        raise _Usage("--args must be a JSON object of keyword arguments, e.g. '{\"n\": 5}'")
+    with _sandbox(args) as sandbox:
         result = sandbox.call(spec, call_args, timeout=args.timeout)
     _print_json(result.to_dict())
-    return 0
+    return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runtime import Sandbox
-
     try:
         code = Path(args.code).read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(f"cannot read {args.code}: {exc.strerror}")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Usage(f"cannot read {args.code}: {getattr(exc, 'strerror', None) or exc}"
+                     ) from None
     functions = load_functions(args.functions) if args.functions else []
-    with Sandbox(pool_size=1) as sandbox:
+    with _sandbox(args) as sandbox:
         result = sandbox.run(code, functions, timeout=args.timeout)
     _print_json(result.to_dict())
-    return 0
+    return EXIT_OK
 
 
 def _cmd_selftest(args: argparse.Namespace) -> int:
-    from .runtime import Sandbox
-
-    sandbox = Sandbox(pool_size=1)
+    sandbox = _sandbox(args)
     try:
         sandbox.start(verify=False)
         report = sandbox.selftest()
@@ -113,26 +119,54 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
     finally:
         sandbox.close()
     _print_json({"passed": not failed, "failed": failed, "image_id": sandbox.image_id,
-                 "probes": report})
+                 "runtime": args.runtime or "runc", "probes": report})
     if failed:
-        _err.print(f"[bold red]NOT CONFINED:[/] {', '.join(failed)}")
-        return 1
+        _err.print(f"[bold red]NOT CONFINED:[/] {markup_safe(', '.join(failed))}")
+        return EXIT_REJECTED
     _err.print(f"[green]all {len(report)} probes confined[/]")
-    return 0
+    return EXIT_OK
+
+
+def _cmd_vet(args: argparse.Namespace) -> int:
+    from .vetting import vet
+
+    specs = [FunctionSpec.load(p) for p in args.specs]
+    if args.host_only:
+        reports = [vet(None, s) for s in specs]
+    else:
+        with _sandbox(args, pool_size=args.pool_size) as sb:
+            reports = [sb.vet(s, timeout=args.timeout) for s in specs]
+    if args.human:
+        console = Console(width=120, highlight=False)
+        for report in reports:
+            console.print(_human(report))
+    else:
+        out: Any = [r.to_dict() for r in reports]
+        _print_json(out[0] if len(out) == 1 else out)
+    return EXIT_OK if all(r.passed for r in reports) else EXIT_REJECTED
+
+
+def _human(report: VetReport) -> Table:
+    """A readable table; every untrusted string is made terminal- and markup-safe."""
+    verdict = "[bold green]PASSED[/]" if report.passed else "[bold red]REJECTED[/]"
+    table = Table(title=f"{markup_safe(report.function, 64)}: {verdict}"
+                  + (" (untested: smoke only)" if report.untested else "")
+                  + (" \\[cached]" if report.cached else ""))
+    for col in ("stage", "result", "ms", "findings"):
+        table.add_column(col)
+    for s in report.stages:
+        state = "skipped" if s.skipped else ("ok" if s.passed else "FAIL")
+        text = "\n".join(markup_safe(f"{f.severity} {f.rule} {f.line}:{f.col} {f.message}", 600)
+                         for f in s.findings)
+        table.add_row(s.name, state, f"{s.duration_ms:.1f}", text)
+    return table
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
     from .container import connect, gc
 
-    removed = gc(connect(), everything=args.all)
-    _print_json({"removed": removed})
-    return 0
-
-
-def _cmd_vet(args: argparse.Namespace) -> int:
-    from .vet import vet_command
-
-    return vet_command(args.vet_args)
+    _print_json({"removed": gc(connect(), everything=args.all)})
+    return EXIT_OK
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -142,24 +176,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_runtime(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--runtime", default=None, help="container runtime, e.g. runsc "
+                       "(gVisor; see images/setup-gvisor.sh); default: the engine's (runc)")
+        return p
+
     sub.add_parser("image", help="build the sandbox image (offline; quick when up to date)")
-    call = sub.add_parser("call", help="call one function (a FunctionSpec JSON file)")
+    call = with_runtime(sub.add_parser("call", help="call one function (a FunctionSpec file)"))
     call.add_argument("spec", help="FunctionSpec JSON file")
     call.add_argument("--args", default="{}", help="keyword arguments as a JSON object")
     call.add_argument("--timeout", type=float, default=None, help="seconds (default 10)")
-    run = sub.add_parser("run", help="run a code block as an agent's executor would")
+    run = with_runtime(sub.add_parser("run", help="run a code block as an agent's executor"))
     run.add_argument("code", help="Python file")
     run.add_argument("--functions", help="JSON list of FunctionSpecs, or a saved library")
     run.add_argument("--timeout", type=float, default=None, help="seconds (default 10)")
-    sub.add_parser("selftest", help="probe the confinement; non-zero exit names any leak")
+    with_runtime(sub.add_parser("selftest", help="probe the confinement; exit 1 names a leak"))
     gc = sub.add_parser("gc", help="remove containers left by dead fnforge processes")
     gc.add_argument("--all", action="store_true", help="remove every fnforge container")
-    vet = sub.add_parser("vet", add_help=False,
-                         help="vet FunctionSpecs: exit 0 pass, 1 rejected, 2 error (vet --help)")
-    vet.add_argument("vet_args", nargs=argparse.REMAINDER)
-    bench = sub.add_parser("bench", help="latency and throughput against docker run/exec")
+    vet = with_runtime(sub.add_parser("vet", help="vet FunctionSpecs: exit 0 pass, 1 rejected"))
+    vet.add_argument("specs", nargs="+", metavar="SPEC.json")
+    vet.add_argument("--human", action="store_true", help="print a readable table")
+    vet.add_argument("--host-only", action="store_true",
+                     help="only the host stages (shape, static, restricted); no Docker")
+    vet.add_argument("--cache-dir", default=None, help="keep verdicts in this directory")
+    vet.add_argument("--pool-size", type=int, default=2)
+    vet.add_argument("--timeout", type=float, default=None, help="seconds per call")
+    bench = with_runtime(sub.add_parser("bench", help="latency and throughput against "
+                                        "docker run/exec"))
     bench.add_argument("--calls", type=int, default=300, help="fnforge calls to time")
     bench.add_argument("--out", help="also write the figures to this JSON file")
     return parser
@@ -169,18 +216,38 @@ _COMMANDS = {"image": _cmd_image, "call": _cmd_call, "run": _cmd_run, "selftest"
              "gc": _cmd_gc, "vet": _cmd_vet, "bench": _cmd_bench}
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    _err.print(f"[bold red]error:[/] {markup_safe(message, 4000)}")
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["vet"]:  # vet parses its own options (sandbox/vet.py)
-        args = argparse.Namespace(command="vet", vet_args=argv[1:])
-    else:
-        args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse printed the usage
+        return EXIT_OK if exc.code == 0 else EXIT_BAD_INPUT
     # SIGTERM unwinds like Ctrl-C, so context managers remove their containers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return _COMMANDS[args.command](args)
-    except SandboxError as exc:
-        _fail(str(exc))
+    except (SandboxError, _Usage) as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         _err.print("interrupted; containers removed")
         return 130
+    except Exception as exc:
+        report_bug(exc)
+        return EXIT_BUG
+
+
+def report_bug(exc: BaseException) -> None:
+    """One line on stderr; the traceback goes to a file under the cache, not at the user."""
+    where = cache_dir() / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(traceback.format_exc(), encoding="utf-8")
+        saved = f"; traceback in {where}"
+    except OSError:
+        saved = ""
+    _err.print(f"[bold red]internal error, a bug in fnforge (please report it):[/] "
+               f"{markup_safe(type(exc).__name__)}: {markup_safe(exc, 500)}{markup_safe(saved)}")

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -23,10 +21,11 @@ import docker.errors
 from docker.models.images import Image
 
 from .errors import ImageMissing, SandboxError
+from .packages import PACKAGES_FILE, image_packages
+from .paths import cache_dir
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 RUNNER_DIR = Path(__file__).resolve().parent / "runner"
-PACKAGES_FILE = IMAGES_DIR / "packages.txt"
 DOCKERFILE = IMAGES_DIR / "Dockerfile"
 SUITE = "bookworm"
 BASE_REPO = "fnforge-base"
@@ -43,34 +42,6 @@ _TRIM_HOOK = (
     'find "$1"/usr/lib/python3/dist-packages -type d -name tests -prune -exec rm -rf {} +; '
     'chroot "$1" dpkg-query -W -f "\\${Package}=\\${Version}\\n" > "$1"/etc/fnforge-packages.txt'
 )
-
-
-@dataclass(frozen=True)
-class Package:
-    name: str
-    version: str
-    modules: tuple[str, ...]
-
-
-def read_packages(path: Path = PACKAGES_FILE) -> list[Package]:
-    """Parse images/packages.txt: `debian-package=version  module[,module]` per line."""
-    packages = []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        fields = line.split()
-        if len(fields) != 2 or "=" not in fields[0]:
-            raise SandboxError(f"{path}:{number}: expected 'package=version  modules', got {raw!r}")
-        name, version = fields[0].split("=", 1)
-        modules = () if fields[1] == "-" else tuple(fields[1].split(","))
-        packages.append(Package(name, version, modules))
-    return packages
-
-
-def image_modules() -> frozenset[str]:
-    """Third-party modules the image provides: the import allowlist's non-stdlib part."""
-    return frozenset(m for p in read_packages() for m in p.modules)
 
 
 def _restrictedpython_dir() -> Path:
@@ -104,12 +75,6 @@ def image_tag() -> str:
     return f"{IMAGE_REPO}:{digest.hexdigest()[:16]}"
 
 
-def cache_dir() -> Path:
-    root = Path(os.environ.get("FNFORGE_CACHE", Path.home() / ".cache" / "fnforge"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def find_image(client: docker.DockerClient) -> Image:
     """The image matching this checkout's sources; ImageMissing says how to build it."""
     tag = image_tag()
@@ -124,7 +89,7 @@ def _bootstrap_rootfs(tarball: Path, log: Callable[[str], None]) -> None:
     if shutil.which("mmdebstrap") is None:
         raise SandboxError("mmdebstrap is not installed: run `apt-get install -y mmdebstrap`"
                            " (the Makefile's `image` target does this)")
-    include = ",".join(f"{p.name}={p.version}" for p in read_packages())
+    include = ",".join(f"{p.name}={p.version}" for p in image_packages().packages)
     partial = tarball.with_suffix(".partial.tar")  # mmdebstrap picks the format by suffix
     command = ["mmdebstrap", "--variant=essential", f"--include={include}",
                *[f"--dpkgopt=path-exclude={glob}" for glob in _DPKG_EXCLUDES],

@@ -1,52 +1,53 @@
 """FunctionLibrary: the versioned set of vetted functions an agent may use.
 
 Why: upstream AgentOptimizer binds every executor name to the last function (late binding) and
-never propagates removals. Here every executor callable closes over ITS OWN spec, works only while
-that spec is the library's current, vetted version of its name, and removal or roll-back takes a
-function out of both the LLM registration and the executor map.
+never propagates removals. Here every executor callable closes over ITS OWN spec, works only
+while that spec is the library's current version of its name, and removal or roll-back takes a
+function out of the executor map at once.
 
-Only specs whose VetReport passed (for exactly that spec) are admitted.
-
-AutoGen form: `register_for_llm().autogen` is a list of `{"func_sig": ..., "is_remove": bool}`
-for `assistant.update_function_signature(**item)`. Current functions carry the full signature
-dict; removals since the last registration carry the function NAME as `func_sig`, because that is
-what AutoGen's update_function_signature compares against when removing.
+Only specs whose VetReport passed (for exactly that spec) are admitted. How the current set is
+advertised to an LLM (OpenAI tools, AutoGen's func_sig list) is the optimizer's business
+(optimizer/registration.py); `signatures()` is the data it is made from.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import SandboxError
-from .spec import FunctionSpec
-from .vet import CallsFunctions, VerdictCache, VetReport, vet
+from .errors import (
+    AlreadyInLibrary,
+    FunctionCallError,
+    InvalidSpec,
+    NotInLibrary,
+    NotVetted,
+)
+from .files import write_json_atomic
+from .results import CallResult
+from .schema import JsonLimits
+from .spec import MAX_SPEC_BYTES, FunctionSpec, read_json
+from .vetting import VetReport, Vettable, vet
+
+__all__ = ["LIBRARY_JSON_LIMITS", "MAX_LIBRARY_BYTES", "FunctionLibrary", "LibraryVersion"]
+
+MAX_LIBRARY_BYTES = 64 << 20
+"""A saved library keeps every version of every function with its report: tens of MiB at most."""
+LIBRARY_JSON_LIMITS = JsonLimits(max_depth=64, max_values=10_000_000, max_chars=MAX_LIBRARY_BYTES,
+                           max_string_chars=MAX_SPEC_BYTES)
 
 
-class NotVetted(SandboxError):
-    """A spec was offered to the library without a passing vet report for exactly that spec."""
-
-
-class FunctionCallError(RuntimeError):
-    """A library function failed inside the sandbox; carries the sandbox's error type."""
-
-    def __init__(self, name: str, error_type: str, message: str) -> None:
-        self.error_type = error_type
-        super().__init__(f"{name} failed: {error_type}: {message}")
+class _Caller(Protocol):
+    def call(self, spec: FunctionSpec, args: dict[str, Any] | None = None, *,
+             timeout: float | None = None) -> CallResult: ...
 
 
 @dataclass(frozen=True)
-class LLMRegistration:
-    tools: list[dict[str, Any]]  # OpenAI tools list
-    autogen: list[dict[str, Any]]  # [{"func_sig": ..., "is_remove": bool}]
+class LibraryVersion:
+    """One state of the library: every edit makes a new one, and all are kept."""
 
-
-@dataclass(frozen=True)
-class _Version:
     number: int
     specs: dict[str, FunctionSpec]
     reports: dict[str, VetReport]
@@ -54,15 +55,14 @@ class _Version:
 
 
 class FunctionLibrary:
-    """A versioned set of vetted FunctionSpecs; every change bumps `version` and is kept."""
+    """A versioned set of vetted FunctionSpecs; thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._specs: dict[str, FunctionSpec] = {}
         self._reports: dict[str, VetReport] = {}
-        self._advertised: set[str] = set()
         self._executor: dict[str, Callable[..., Any]] = {}
-        self._history: list[_Version] = [_Version(0, {}, {}, "empty")]
+        self._history: list[LibraryVersion] = [LibraryVersion(0, {}, {}, "empty")]
 
     # ---- state
     @property
@@ -70,19 +70,35 @@ class FunctionLibrary:
         return self._history[-1].number
 
     @property
-    def history(self) -> list[dict[str, Any]]:
-        return [{"version": v.number, "functions": sorted(v.specs), "note": v.note}
-                for v in self._history]
+    def history(self) -> list[LibraryVersion]:
+        with self._lock:
+            return list(self._history)
 
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._specs)
 
     def get(self, name: str) -> FunctionSpec:
-        return self._specs[name]
+        with self._lock:
+            try:
+                return self._specs[name]
+            except KeyError:
+                raise NotInLibrary(f"{name!r} is not in the library; it has: "
+                                   f"{', '.join(sorted(self._specs)) or 'nothing'}") from None
 
     def report(self, name: str) -> VetReport:
-        return self._reports[name]
+        with self._lock:
+            self.get(name)
+            return self._reports[name]
+
+    def specs(self) -> list[FunctionSpec]:
+        with self._lock:
+            return [self._specs[n] for n in sorted(self._specs)]
+
+    def signatures(self) -> list[dict[str, Any]]:
+        """name, description and parameters of each current function, sorted by name."""
+        return [{"name": s.name, "description": s.description, "parameters": s.parameters}
+                for s in self.specs()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
@@ -91,15 +107,15 @@ class FunctionLibrary:
         return len(self._specs)
 
     def _commit(self, note: str) -> int:
-        self._history.append(_Version(self.version + 1, dict(self._specs), dict(self._reports),
-                                      note))
-        for name in list(self._executor):
-            if name not in self._specs:
+        self._history.append(LibraryVersion(self.version + 1, dict(self._specs),
+                                            dict(self._reports), note))
+        for name, fn in list(self._executor.items()):
+            if getattr(fn, "spec", None) is not self._specs.get(name):
                 del self._executor[name]
         return self.version
 
     @staticmethod
-    def _admit(spec: FunctionSpec, report: VetReport) -> None:
+    def _admit(spec: FunctionSpec, report: VetReport | None) -> None:
         if not isinstance(report, VetReport) or not report.passed:
             raise NotVetted(f"{spec.name}: only functions whose vetting passed can be added")
         if report.spec_hash != spec.spec_hash or report.function != spec.name:
@@ -111,7 +127,7 @@ class FunctionLibrary:
         with self._lock:
             self._admit(spec, report)
             if spec.name in self._specs:
-                raise ValueError(f"{spec.name} already exists; use revise()")
+                raise AlreadyInLibrary(f"{spec.name} already exists; use revise()")
             self._specs[spec.name] = spec
             self._reports[spec.name] = report
             return self._commit(f"add {spec.name}")
@@ -120,72 +136,53 @@ class FunctionLibrary:
         """Replace an existing function with a new vetted version."""
         with self._lock:
             self._admit(spec, report)
-            if spec.name not in self._specs:
-                raise KeyError(f"{spec.name} is not in the library; use add()")
+            self.get(spec.name)
             self._specs[spec.name] = spec
             self._reports[spec.name] = report
-            self._executor.pop(spec.name, None)
             return self._commit(f"revise {spec.name}")
 
     def remove(self, name: str) -> int:
         with self._lock:
-            if name not in self._specs:
-                raise KeyError(f"{name} is not in the library")
+            self.get(name)
             del self._specs[name]
             del self._reports[name]
             return self._commit(f"remove {name}")
-
-    def snapshot(self) -> int:
-        """The current version number: pass it to restore() to roll back to this state."""
-        return self.version
 
     def restore(self, version: int) -> int:
         """Roll back to the function set of `version` (recorded as a new version)."""
         with self._lock:
             target = next((v for v in self._history if v.number == version), None)
             if target is None:
-                raise KeyError(f"no version {version}; known: {[v.number for v in self._history]}")
+                raise NotInLibrary(f"no version {version}; known: "
+                                   f"{[v.number for v in self._history]}")
             self._specs = dict(target.specs)
             self._reports = dict(target.reports)
-            for name, fn in list(self._executor.items()):
-                if getattr(fn, "spec", None) is not self._specs.get(name):
-                    del self._executor[name]
             return self._commit(f"restore {version}")
 
-    def revet(self, sandbox: CallsFunctions,
-              cache: VerdictCache | None = None) -> dict[str, VetReport]:
-        """Re-vet every function (cheap when cached); drops those that no longer pass."""
+    def revet(self, sandbox: Vettable) -> dict[str, VetReport]:
+        """Re-vet every function against the sandbox's image and policy (cheap when the verdict
+        is cached); a function that no longer passes is dropped, with the report saying why."""
         reports = {}
-        for name in self.names():
-            spec = self._specs[name]
-            rep = vet(sandbox, spec, cache=cache) if cache is not None else vet(sandbox, spec)
-            reports[name] = rep
+        for spec in self.specs():
+            rep = vet(sandbox, spec)
+            reports[spec.name] = rep
             with self._lock:
-                if not rep.passed and self._specs.get(name) is spec:
-                    del self._specs[name]
-                    del self._reports[name]
-                    self._commit(f"drop {name}: re-vet failed")
-                elif rep.passed and self._specs.get(name) is spec:
-                    self._reports[name] = rep
+                if self._specs.get(spec.name) is not spec:
+                    continue
+                if rep.passed:
+                    self._reports[spec.name] = rep
+                else:
+                    del self._specs[spec.name]
+                    del self._reports[spec.name]
+                    self._commit(f"drop {spec.name}: re-vet failed")
         return reports
 
-    # ---- registration
-    def register_for_llm(self) -> LLMRegistration:
-        """OpenAI tools for the current set, and AutoGen updates incl. removals since last time."""
-        with self._lock:
-            sigs = [{"name": s.name, "description": s.description, "parameters": s.parameters}
-                    for s in (self._specs[n] for n in sorted(self._specs))]
-            removed = sorted(self._advertised - set(self._specs))
-            self._advertised = set(self._specs)
-        tools = [{"type": "function", "function": sig} for sig in sigs]
-        autogen: list[dict[str, Any]] = [{"func_sig": sig, "is_remove": False} for sig in sigs]
-        autogen += [{"func_sig": name, "is_remove": True} for name in removed]
-        return LLMRegistration(tools=tools, autogen=autogen)
-
-    def register_for_executor(self, sandbox: CallsFunctions,
+    # ---- execution
+    def register_for_executor(self, sandbox: _Caller,
                               timeout: float | None = None) -> dict[str, Callable[..., Any]]:
-        """`{name: callable(**kwargs)}`; each runs its own spec in the sandbox. The returned dict
-        is the library's live map: removals and roll-backs delete entries from it."""
+        """`{name: callable(**kwargs)}`; each runs its own spec in the sandbox, its arguments
+        checked against its schema first. The returned dict is the library's live map: removals
+        and roll-backs delete entries from it, and a callable kept elsewhere stops working."""
         with self._lock:
             for name, spec in self._specs.items():
                 fn = self._executor.get(name)
@@ -193,19 +190,19 @@ class FunctionLibrary:
                     self._executor[name] = self._make_caller(spec, sandbox, timeout)
             return self._executor
 
-    def _make_caller(self, spec: FunctionSpec, sandbox: CallsFunctions,
+    def _make_caller(self, spec: FunctionSpec, sandbox: _Caller,
                      timeout: float | None) -> Callable[..., Any]:
         library = self
 
         def call(**kwargs: Any) -> Any:
-            current = library._specs.get(spec.name)
-            if current is not spec or not library._reports[spec.name].passed:
-                raise LookupError(f"{spec.name} is no longer in the function library")
+            if library._specs.get(spec.name) is not spec:
+                raise NotInLibrary(f"{spec.name} is no longer in the function library")
             result = sandbox.call(spec, kwargs, timeout=timeout)
             if not result.ok:
                 err = result.error
-                raise FunctionCallError(spec.name, err.type if err else "Error",
-                                        err.message if err else "failed")
+                if err is None:
+                    raise FunctionCallError(spec.name, "crashed", "Error", "failed")
+                raise FunctionCallError(spec.name, err.kind.value, err.type, err.message)
             return result.value
 
         call.__name__ = spec.name
@@ -220,7 +217,6 @@ class FunctionLibrary:
                 "version": self.version,
                 "functions": [self._specs[n].to_dict() for n in sorted(self._specs)],
                 "reports": {n: r.to_dict() for n, r in sorted(self._reports.items())},
-                "advertised": sorted(self._advertised),
                 "history": [{"version": v.number, "note": v.note,
                              "functions": [s.to_dict() for s in v.specs.values()],
                              "reports": {n: r.to_dict() for n, r in v.reports.items()}}
@@ -228,31 +224,42 @@ class FunctionLibrary:
             }
 
     def save(self, path: str | Path) -> None:
-        p = Path(path)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
-        tmp.replace(p)
+        """Atomically: a crash leaves the previous file or the new one, never half of one."""
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FunctionLibrary:
-        lib = cls()
-        history = []
-        for v in data.get("history", []):
-            specs = {s["name"]: FunctionSpec.from_dict(s) for s in v.get("functions", [])}
-            reports = {n: VetReport.from_dict(r) for n, r in v.get("reports", {}).items()}
-            history.append(_Version(int(v["version"]), specs, reports, str(v.get("note", ""))))
-        specs = {s["name"]: FunctionSpec.from_dict(s) for s in data.get("functions", [])}
-        reports = {n: VetReport.from_dict(r) for n, r in data.get("reports", {}).items()}
+    def from_dict(cls, data: Any) -> FunctionLibrary:
+        """A saved library; every function must carry a passing report for exactly its spec."""
+        if not isinstance(data, dict) or not isinstance(data.get("functions"), list):
+            raise InvalidSpec("a saved library is a JSON object with a 'functions' list")
+        try:
+            history = [LibraryVersion(int(v["version"]), _specs(v.get("functions", [])),
+                                      _reports(v.get("reports", {})), str(v.get("note", "")))
+                       for v in data.get("history", [])]
+            specs = _specs(data["functions"])
+            reports = _reports(data.get("reports", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidSpec(f"the saved library is damaged: {type(exc).__name__}: "
+                              f"{exc}") from None
         for name, spec in specs.items():
-            cls._admit(spec, reports.get(name))  # type: ignore[arg-type]
-        lib._specs, lib._reports = specs, reports
-        lib._advertised = set(data.get("advertised", []))
-        lib._history = history or [_Version(int(data.get("version", 0)), specs, reports,
-                                            "loaded")]
-        if history and history[-1].specs.keys() != specs.keys():
+            cls._admit(spec, reports.get(name))
+        lib = cls()
+        lib._specs, lib._reports = specs, {n: reports[n] for n in specs}
+        lib._history = history or [LibraryVersion(int(data.get("version", 0)), dict(specs),
+                                                  dict(lib._reports), "loaded")]
+        if lib._history[-1].specs.keys() != specs.keys():
             lib._commit("loaded")
         return lib
 
     @classmethod
     def load(cls, path: str | Path) -> FunctionLibrary:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(read_json(path, "library", MAX_LIBRARY_BYTES, LIBRARY_JSON_LIMITS))
+
+
+def _specs(raw: Any) -> dict[str, FunctionSpec]:
+    specs = [FunctionSpec.from_dict(s) for s in raw]
+    return {s.name: s for s in specs}
+
+
+def _reports(raw: Any) -> dict[str, VetReport]:
+    return {str(n): VetReport.from_dict(r) for n, r in dict(raw).items()}

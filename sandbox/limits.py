@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+__all__ = ["DEFAULT_LIMITS", "SANDBOX_UID", "Limits"]
+
 SANDBOX_UID = 10001
 """The unprivileged user every container runs as (created in images/Dockerfile)."""
 
@@ -16,6 +18,7 @@ class Limits:
     cpus: float = 1.0  # nano_cpus
     pids: int = 64  # pids_limit: stops fork bombs inside the container
     tmpfs_mb: int = 64  # /tmp, noexec,nosuid,nodev
+    tmp_inodes: int = 16384  # files and directories in /tmp: bounds the clean-up after a call
     nofile: int = 256  # ulimit nofile
     nproc: int = 4096  # ulimit nproc: counted per host uid across ALL containers, so it must
     # stay far above pool size x pids, or one container's fork bomb starves the others' forks;
@@ -28,7 +31,7 @@ class Limits:
     output_cap: int = 64 * 1024  # bytes kept of stdout and of stderr each
     max_request: int = 1 << 20  # bytes of one request line (code + args)
     max_value: int = 1 << 20  # bytes of a result's JSON value
-    max_response: int = 4 << 20  # bytes of one response line from the runner
+    max_response: int = 4 << 20  # bytes of a call's report, and of one answer from the runner
     calls_per_container: int = 5000  # recycled after this many calls
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,43 +1,47 @@
 """The vetting policy as plain data: what generated functions may import, name and touch.
 
-Code elsewhere is mechanism (static.py on the host, runner/guards.py in the container); every rule
-lives here, so a reviewer reads one file and `policy_hash()` changes whenever any rule does, which
-invalidates every cached verdict.
+Code elsewhere is mechanism (vetting/static.py and vetting/restricted.py on the host,
+runner/guards.py and runner/restricted_policy.py in the container); every rule lives here, so a
+reviewer reads one file and `policy_hash()` changes whenever any rule does, which invalidates every
+cached verdict.
 
-Design (see also the docstring of static.py):
+What these rules are for: a cheap first filter and evidence for reviewers. In CPython no
+in-process check can stop code that reaches the interpreter's internals (a raw pointer, a
+corrupted object, a C-level bug); the container, the kernel filter and a fresh process per call
+are the boundary. The rules close *classes* of known routes so that such code is rejected early and
+visibly, never so that a passing verdict means "safe".
+
+Design (see also the docstrings of vetting/static.py and runner/guards.py):
 - Imports: math-like standard modules plus the third-party modules of the image
   (images/packages.txt). Never os, sys, string, operator, importlib, ... nor the image's own
-  infrastructure (RestrictedPython).
+  infrastructure (RestrictedPython, the runner).
 - Names: no dunder or `_`-private names anywhere (this also stops shadowing RestrictedPython's
-  guard names such as `_getattr_`), no builtins that evaluate, introspect or reach I/O.
-- Attributes: no `_`-prefixed attributes, no frame/generator/traceback/code internals, no
-  attributes that reach a forbidden module through an allowed one (`fractions.sys`,
-  `typing.operator`), no file I/O or FFI entry points of numpy/sympy.
+  guard names such as `_getattr_`), no builtins that evaluate, introspect, do I/O or hand out
+  addresses (`id`).
+- Attributes: no `_`-prefixed attributes except a few read-only, string-valued dunders
+  (`type(n).__name__`); no frame/generator/traceback/code internals; no attribute that reaches a
+  module the code could not import (by name statically, by value at run time); no metaclass; no
+  raw-memory, file I/O or FFI entry points of numpy/sympy.
+- String evaluation: every route that turns a string into code (sympify and the sympy functions
+  that call it, lambdify, typing's forward references, mpmath.identify, namedtuple, ...) raises the
+  audit events `compile` and `exec`; the audit hook refuses string-compiled code whose names
+  include anything these rules refuse (STRING_CODE_*).
 - Audit: events that mean an escape attempt (processes, sockets, FFI, writes, reads outside the
-  Python installation, tracing hooks, off-list imports) fail vetting; sympy's and numpy's own lazy
-  imports and reads of their own files are allowed.
+  Python installation, tracing hooks, off-list imports, hostile string-compiled code) fail
+  vetting; sympy's and numpy's own lazy imports and reads of their own files are allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-POLICY_VERSION = 1
-
-PACKAGES_FILE = Path(__file__).resolve().parent.parent / "images" / "packages.txt"
-
-# Used when images/packages.txt is not available (an installed wheel without the images dir).
-DEFAULT_IMAGE_PACKAGES: dict[str, tuple[str, ...]] = {
-    "python3-sympy": ("sympy",),
-    "python3-mpmath": ("mpmath",),
-    "python3-numpy": ("numpy",),
-}
+from .packages import image_packages
 
 ALLOWED_STDLIB_MODULES: frozenset[str] = frozenset({
     "math", "cmath", "fractions", "decimal", "numbers", "statistics", "random",
@@ -58,35 +62,39 @@ FORBIDDEN_MODULES: frozenset[str] = frozenset({
     "mmap", "sysconfig", "site", "platform", "pdb", "bdb", "faulthandler", "tracemalloc",
     "urllib", "http", "ftplib", "smtplib", "telnetlib", "webbrowser", "runpy", "zipimport",
     "pkgutil", "atexit", "weakref", "warnings", "logging", "RestrictedPython", "dataclasses",
-    "enum", "abc", "contextlib", "unittest", "doctest", "pydoc", "zipfile", "tarfile",
+    "enum", "abc", "contextlib", "unittest", "doctest", "pydoc", "zipfile", "tarfile", "ast",
+    "timeit", "keyword",
 })
 """Never importable, and never reachable as an attribute of an allowed module."""
 
-NEVER_ALLOWED_THIRD_PARTY: frozenset[str] = frozenset({"RestrictedPython", "docker"})
-"""Modules an image package may ship that are infrastructure, not tools for generated code."""
-
 FORBIDDEN_SUBMODULES: frozenset[str] = frozenset({
     "numpy.ctypeslib", "numpy.distutils", "numpy.f2py", "numpy.testing", "numpy.lib.npyio",
-    "numpy.lib.format", "numpy.lib.utils", "numpy.lib.stride_tricks", "numpy.compat",
-    "numpy.core._internal", "sympy.testing", "sympy.utilities.runtests",
+    "numpy.lib.format", "numpy.lib.utils", "numpy.compat", "numpy.core._internal",
+    "numpy.core.records", "numpy.rec", "sympy.testing", "sympy.utilities.runtests",
     "sympy.utilities.benchmarking", "sympy.utilities.pytest", "sympy.utilities.source",
     "sympy.utilities.codegen", "sympy.utilities.autowrap", "sympy.printing.preview",
     "sympy.interactive", "sympy.external", "mpmath.tests",
 })
-"""Submodules of allowed packages that reach files, the compiler, subprocesses or raw memory."""
+"""Submodules of allowed packages that reach files, the compiler, subprocesses or raw memory.
+Refused as imports, and at run time as module values and as the home (`__module__`) of any
+function or class reached by attribute, whatever path led there (`np.rec.fromstring` builds an
+object array over caller-supplied bytes: pointers from data). numpy.lib.stride_tricks is allowed
+(`sliding_window_view`); its raw-memory members are refused by value (RUNTIME_DENIED_VALUES)."""
 
 FORBIDDEN_BUILTINS: frozenset[str] = frozenset({
     "eval", "exec", "compile", "open", "__import__", "globals", "locals", "vars", "dir",
     "getattr", "setattr", "delattr", "breakpoint", "input", "help", "memoryview", "super",
     "classmethod", "staticmethod", "property", "exit", "quit", "copyright", "credits", "license",
-    "reload", "execfile", "file", "raw_input", "aiter", "anext", "bytearray",
+    "reload", "execfile", "file", "raw_input", "aiter", "anext", "bytearray", "id",
 })
-"""Builtins that evaluate code, look names up by string, introspect namespaces or do I/O.
+"""Builtins that evaluate code, look names up by string, introspect namespaces, do I/O or hand
+out addresses (`id`: the raw material of every raw-memory route; `repr()` and `hash()` of plain
+objects leak addresses too, which is why the consumers of addresses are refused as well).
 Referencing one at all (not only calling it) is a finding: `map(getattr, ...)` is an escape."""
 
 ALLOWED_BUILTINS: frozenset[str] = frozenset({
     "abs", "all", "any", "bin", "bool", "bytes", "callable", "chr", "complex", "dict", "divmod",
-    "enumerate", "filter", "float", "format", "frozenset", "hasattr", "hash", "hex", "id", "int",
+    "enumerate", "filter", "float", "format", "frozenset", "hasattr", "hash", "hex", "int",
     "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "object",
     "oct", "ord", "pow", "print", "range", "repr", "reversed", "round", "set", "slice", "sorted",
     "str", "sum", "tuple", "type", "zip", "None", "True", "False", "Ellipsis", "NotImplemented",
@@ -98,8 +106,15 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
     "OSError", "TimeoutError", "Warning", "RuntimeWarning", "UserWarning", "DeprecationWarning",
 })
 """What the guarded runtime provides as builtins (runner/guards.py): math needs, nothing else.
-`type` is the one-argument form only; `hasattr` refuses `_` names; `tuple`, `sorted`, `zip`,
-`bytes`, `reversed` go through the iteration guard (RestrictedPython 9.0 dropped them)."""
+`type` is the one-argument form only and never hands out a callable metaclass; `hasattr` refuses
+`_` names; `tuple`, `sorted`, `zip`, `bytes`, `reversed` go through the iteration guard
+(RestrictedPython 9.0 dropped them)."""
+
+ALLOWED_DUNDER_ATTRIBUTES: frozenset[str] = frozenset({"__name__", "__qualname__", "__doc__"})
+"""Read-only dunders generated code may read (`type(n).__name__` in an error message). The
+static gate allows them in load context only; RestrictedPython is given a policy
+(runner/restricted_policy.py) that turns them into guarded `_getattr_` calls; the guarded getattr
+allows exactly these names and only hands out str (or None) values."""
 
 DANGEROUS_ATTRIBUTES: frozenset[str] = frozenset({
     # frames, generators, coroutines, tracebacks, code objects (RestrictedPython's
@@ -108,34 +123,111 @@ DANGEROUS_ATTRIBUTES: frozenset[str] = frozenset({
     "cr_origin", "ag_frame", "ag_code", "ag_await", "f_back", "f_builtins", "f_globals",
     "f_locals", "f_code", "f_trace", "f_generator", "tb_frame", "tb_next", "co_code", "co_consts",
     "co_names", "func_globals", "func_code", "im_func", "im_self",
-    # class-graph walks and namespace access without dunders
-    "mro", "modules", "format_map", "with_traceback",
-    # FFI and file I/O entry points of allowed packages
+    # class-graph walks, namespace access and attribute access by string without dunders
+    "mro", "modules", "format_map", "with_traceback", "getmro", "attrgetter", "methodcaller",
+    # raw memory: views over arbitrary addresses, pointers from data, addresses
+    "as_strided", "DummyArray", "buffer_info",
+    # FFI, processes and file I/O entry points of allowed packages
     "ctypes", "ctypeslib", "f2py", "distutils", "npyio", "memmap", "fromfile", "tofile",
     "loadtxt", "savetxt", "genfromtxt", "save", "savez", "savez_compressed", "DataSource",
     "open_memmap", "fromregex", "preview", "runtests", "doctest", "system", "popen",
+    "check_output", "cffi",
 })
 """Attribute names refused everywhere (static gate and guarded getattr), whatever the object."""
 
 FORBIDDEN_MODULE_ATTRIBUTES: dict[str, frozenset[str]] = {
     "numpy": frozenset({"load", "test", "show_config", "show_runtime", "get_include",
-                        "testing", "dump", "dumps"}),
+                        "testing", "dump", "dumps", "rec", "recarray"}),
+    "numpy.core": frozenset({"records", "rec", "recarray"}),
+    "numpy.core.multiarray": frozenset({"scalar"}),
+    "numpy.lib.stride_tricks": frozenset({"as_strided", "DummyArray"}),
     "sympy": frozenset({"test", "doctest", "init_session", "init_printing", "preview",
                         "external", "testing"}),
     "mpmath": frozenset({"runtests", "doctests", "libmp"}),
     "random": frozenset({"SystemRandom"}),
     "decimal": frozenset({"DecimalTuple"}),
 }
-"""Per-module attributes refused when the object is that module (or `from module import name`)."""
+"""Per-module attributes refused when the object is that module (or `from module import name`).
+Examples of the classes that RUNTIME_DENIED_VALUES and FORBIDDEN_SUBMODULES refuse by value;
+listed here so the static gate names them early."""
+
+RUNTIME_DENIED_VALUES: frozenset[str] = frozenset({
+    "numpy.lib.stride_tricks.as_strided", "numpy.lib.stride_tricks.DummyArray",
+    "numpy.core.multiarray.scalar", "numpy.core.multiarray._reconstruct", "numpy.recarray",
+})
+"""Callables refused by value inside the container (`__module__` + `.` + `__qualname__`), however
+they were reached (`np.lib.index_tricks.as_strided` is the same function): each gives a view over
+an arbitrary address or turns bytes into object pointers (`scalar(dtype('O'), b'...')`,
+`recarray(buf=...)` with an object field, `DummyArray({'data': (address, False), ...})`)."""
+
+RUNTIME_CALL_LIMITS: dict[str, dict[str, Any]] = {
+    "numpy.ndarray": {"max_positional": 2, "denied_keywords": ["buffer", "offset", "strides"],
+                      "why": "an ndarray over a caller-supplied buffer with an object dtype "
+                             "turns bytes into object pointers"},
+    "numpy.ndarray.resize": {"max_positional": -1, "denied_keywords": ["refcheck"],
+                             "why": "resize without the reference check frees memory that views "
+                                    "still use"},
+    "sympy.core.function.Function": {"max_positional": 1, "denied_keywords": ["bases"],
+                                     "why": "Function(name, bases, namespace) is type() with three "
+                                            "arguments (a class with any __array_interface__)"},
+}
+"""Callables that stay usable inside the container, but only in their safe form: reached by
+attribute, import or `type(x)`, they are handed out wrapped so that more positional arguments than
+`max_positional` (-1: any), the `denied_keywords` and any keyword starting with `_` are refused.
+`isinstance` with the wrapped classes keeps working. The static gate applies the same limits to
+calls whose import-rooted path has the same package and the same last name
+(`sp.Function('f', bases, ns)`)."""
+
+LIBRARY_CALL_LIMITS: dict[str, dict[str, Any]] = {
+    "sympy.core.function.UndefinedFunction.__new__": {
+        "max_positional": 2, "denied_keywords": ["bases", "__dict__"],
+        "why": "an undefined function class with caller-chosen bases or namespace is type() "
+               "with three arguments (a class with any __array_interface__ views raw memory)"},
+}
+"""RUNTIME_CALL_LIMITS enforced inside the library itself, for code that reaches the real object
+without passing the guards: string-compiled code (`sympify("Function('f', (Basic,), ns)",
+locals=...)`) and library internals handed user data (`symbols('f', cls=Function, ...)`). The
+guards replace the method (`module.Class.method`, positional arguments counted as the method
+receives them, the class first; keywords starting with `_` are refused too: they would become
+dunders of the new class) in the call's process once its module is imported; sympy itself never
+passes these arguments."""
+
+DENIED_KEYWORDS: dict[str, tuple[str, str]] = {
+    "allow_pickle": ("static.pickle", "unpickling is not allowed"),
+    "refcheck": ("static.raw-memory", "resizing an array without the reference check frees "
+                 "memory that views still use"),
+}
+"""Keyword arguments refused by the static gate in any call, whatever the callee: (rule, why)."""
+
+METACLASS_NAMES: frozenset[str] = frozenset({
+    "ABCMeta", "BasicMeta", "ExpMeta", "FunctionClass", "KindMeta", "ManagedProperties",
+    "NamedTupleMeta", "OptionType", "PredicateMeta", "Singleton", "UndefinedFunction",
+    "EnumMeta", "EnumType",
+})
+"""Public names under which the image's allowed modules expose metaclasses (checked against the
+image by tests/test_guards.py). Calling a metaclass is type() with three arguments; the static gate
+refuses these names as attributes and imports, the guards refuse every metaclass by value."""
 
 EVAL_SINKS: frozenset[str] = frozenset({
     "sympify", "parse_expr", "S", "lambdify", "parse_latex", "parse_mathematica", "eval_expr",
-    "stringify_expr",
+    "stringify_expr", "get_type_hints", "ForwardRef", "identify", "nsimplify", "namedtuple",
+    "NamedTuple",
 })
 """Library callables that evaluate a string as Python. They are allowed on data (an expression
-passed in by the agent; the container is the boundary and the audit hook watches the effects), but
-a string literal assembled in the code that names a forbidden builtin, module or a dunder is a
-finding."""
+passed in by the agent; the container is the boundary and the audit hook checks the code they
+compile), but a string literal assembled in the code that names a forbidden builtin, module or a
+dunder is a finding."""
+
+STRING_EVALUATING_PACKAGES: tuple[str, ...] = ("sympy", "mpmath", "typing")
+"""Almost every public function of these packages sympifies or evaluates string arguments
+(`sympy.expand("...")`): the static gate applies the eval-sink check to the string literals passed
+directly to any of them, except STRING_SAFE_CALLS."""
+
+STRING_SAFE_CALLS: frozenset[str] = frozenset({
+    "Symbol", "symbols", "Dummy", "Wild", "Function", "Rational", "Integer", "Float", "mpf",
+    "mpc", "mpmathify", "Matrix", "latex", "pretty", "sstr", "srepr", "var", "Str",
+})
+"""Callables of those packages that never evaluate a string (names, numbers, printing)."""
 
 EVAL_SINK_PATTERNS: tuple[str, ...] = (
     r"__", r"\bimport\b", r"\beval\b", r"\bexec\b", r"\bcompile\b", r"\bopen\b", r"\bgetattr\b",
@@ -147,7 +239,8 @@ EVAL_SINK_PATTERNS: tuple[str, ...] = (
 string literals of an eval sink's arguments, so `"ev" + "al(...)"` is caught too."""
 
 DUNDER_STRING_PATTERN = r"__[A-Za-z0-9_]+__"
-"""A string literal naming a dunder is the raw material of every getattr-by-string escape."""
+"""A string literal naming a dunder is the raw material of every getattr-by-string escape
+(docstrings excepted: they are only reachable through `__doc__`)."""
 
 FUTURE_IMPORTS: frozenset[str] = frozenset({"annotations", "division", "generator_stop"})
 
@@ -155,16 +248,38 @@ MODULE_NAME_ATTRIBUTES: frozenset[str] = frozenset({
     "os", "sys", "subprocess", "socket", "ctypes", "importlib", "builtins", "pickle", "marshal",
     "shutil", "pathlib", "gc", "inspect", "operator", "posix", "multiprocessing", "threading",
     "pty", "tempfile", "runpy", "cffi", "dill", "shelve", "mmap", "pdb", "linecache",
-    "traceback", "sysconfig", "copyreg", "zipimport", "pkgutil",
+    "traceback", "sysconfig", "copyreg", "zipimport", "pkgutil", "libmp", "mlib", "pdoctest",
+    "importtools", "gmpy", "kw",
 })
 """Attribute names refused on any object: a public alias of a dangerous module inside an allowed
-one (`fractions.sys`, `typing.operator`, `mpmath.libmp.backend.os`). Names that are also common
-benign attributes (`re.Match.string`) are only refused on import-rooted chains
-(FORBIDDEN_MODULES)."""
+one (`fractions.sys`, `typing.operator`, `sympy.core.numbers.mlib` = mpmath.libmp). The full set
+the rules use is module_name_attributes(): these, every standard-library module name the code may
+not import and the last part of every forbidden submodule, minus MODULE_NAME_COLLISIONS."""
+
+MODULE_NAME_COLLISIONS: frozenset[str] = frozenset({
+    "abc", "code", "select", "string", "time", "token", "trace", "types", "format", "utils",
+    "source", "array", "copy", "random",
+})
+"""Names of forbidden modules that are also ordinary attributes of allowed objects (`np.select`,
+`np.trace`, `re.Match.string`, `ufunc.types`, `str.format`, `sympy.abc`): never refused by name
+(the static gate cannot tell a function from a module); the run-time value check decides (a
+module value must be the genuine, importable module of its name)."""
 
 SAFE_DECORATORS: frozenset[str] = frozenset({"functools.lru_cache", "functools.cache"})
 """The only decorators allowed (written as `@lru_cache`, `@lru_cache(maxsize=None)`,
 `@functools.cache`...): pure memoisation, common in recursive counting helpers."""
+
+CONSTANT_CALLS: frozenset[str] = frozenset({
+    "int", "float", "complex", "bool", "str", "frozenset", "tuple", "abs", "round",
+    "fractions.Fraction", "decimal.Decimal", "math.sqrt", "math.log", "math.log2", "math.log10",
+    "math.exp", "math.radians", "math.degrees", "math.isqrt", "cmath.sqrt", "cmath.exp",
+    "sympy.Symbol", "sympy.symbols", "sympy.Rational", "sympy.Integer", "sympy.Float",
+    "sympy.sqrt", "sympy.Function", "sympy.Matrix", "sympy.Dummy",
+    "numpy.array", "numpy.float64", "numpy.int64", "mpmath.mpf", "mpmath.mpc",
+})
+"""Calls allowed in module-level constants and default values when every argument is itself a
+constant expression (`INF = float('inf')`, `X = sympy.Symbol('x')`): deterministic, cheap
+constructors, no user code, nothing that iterates (`list(range(10**7))` stays refused)."""
 
 RUNTIME_DENIED_VALUE_MODULES: frozenset[str] = frozenset({
     "os", "posix", "nt", "sys", "subprocess", "_posixsubprocess", "socket", "_socket", "ssl",
@@ -174,12 +289,30 @@ RUNTIME_DENIED_VALUE_MODULES: frozenset[str] = frozenset({
     "operator", "_operator", "string", "_string", "gc", "inspect", "types", "code", "codeop",
     "dis", "traceback", "linecache", "pty", "fcntl", "resource", "mmap", "sysconfig", "site",
     "pdb", "bdb", "faulthandler", "runpy", "zipimport", "pkgutil", "atexit", "RestrictedPython",
-    "guards", "server", "probes",
+    "guards", "server", "probes", "child", "zygote", "seccomp", "protocol", "restricted_policy",
+    "abc", "ast", "timeit",
 })
 """Inside the container, a value reached by attribute or item access whose defining module (its
 `__module__`) is one of these is refused by the guard, whatever path led to it (`np.core.x.os`,
 a library's `from subprocess import Popen`). builtins is absent on purpose: `len` is fine; the
 dangerous builtins are refused by identity."""
+
+STRING_CODE_EXTRA_NAMES: frozenset[str] = frozenset({
+    "type", "object", "id", "hash", "hasattr", "ndarray",
+})
+"""Names string-compiled code may not use besides every name the other rules refuse
+(string_code_denied_names()). Code compiled from a string runs with the real builtins, outside
+the guards: `type('A', (), ns)`, `id()` and introspection are refused there by name. sympify's and
+lambdify's generated code names only sympy/numpy/math functions, Symbol, Integer, Float, ..."""
+
+STRING_CODE_PRIVATE_NAMES: tuple[str, ...] = (
+    r"_lambdifygenerated", r"_Dummy_\d+", r"_tuple_new", r"_getattr_", r"_getitem_", r"_getiter_",
+)
+"""`_` names that the library code generators of the image emit (lambdify's function and dummy
+arguments, collections.namedtuple's constructor) and RestrictedPython's guard calls (annotations
+of generated functions are stored as the source of the transformed code, which
+typing.get_type_hints evaluates with the function's own, guarded builtins), matched in full;
+every other `_` name in string-compiled code is refused."""
 
 USER_FILENAME = "<fnforge-function>"
 
@@ -191,6 +324,7 @@ class SizeLimits:
     max_code_chars: int = 20_000
     max_code_lines: int = 500
     max_ast_nodes: int = 6_000
+    max_ast_depth: int = 100  # checked iteratively before any recursive visitor runs
     max_helpers: int = 8  # top-level defs besides the main function
     max_name_chars: int = 64
     max_description_chars: int = 4_000
@@ -198,6 +332,7 @@ class SizeLimits:
     max_tests: int = 32
     max_string_constant: int = 8_192
     max_const_pow_exponent: int = 128  # `10**9 + 7` in a constant; `9**9**9` is not
+    max_const_repeat: int = 4_096  # `(0,) * 64` in a constant; `"x" * 10**9` is not
     max_smoke_cases: int = 8
 
 
@@ -238,6 +373,17 @@ class AuditRules:
         "urllib", "http", "ftplib", "smtplib", "telnetlib", "webbrowser", "asyncio", "mmap",
         "pdb", "bdb", "cffi", "_socket",
     })
+    string_code_events: frozenset[str] = frozenset({"compile", "exec"})
+    """The string-evaluation chokepoint: every route from a string to code raises `compile`
+    (source text) and `exec` (code object). Code not loaded from a file under read_only_prefixes
+    (or frozen into the interpreter), and not compiled by the runner itself, is refused and
+    recorded when its names (co_names, recursively through nested code objects, or the NAME
+    tokens of the source) include a dunder, a `_` name outside STRING_CODE_PRIVATE_NAMES or
+    anything in string_code_denied_names(), or when a string constant in it names a dunder or is
+    a format string with attribute fields."""
+    module_code_filename_prefixes: tuple[str, ...] = ("<frozen ",)
+    max_scanned_source_chars: int = 262_144  # longer sources are left to the `exec` check
+    max_recorded_source_chars: int = 240
     block: bool = True  # raise PermissionError after recording (a second layer inside the box)
     code_block_blocked_events: frozenset[str] = frozenset({
         "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
@@ -251,55 +397,6 @@ class AuditRules:
 
 
 AUDIT_RULES = AuditRules()
-
-
-@dataclass(frozen=True)
-class ImagePackages:
-    """The image's packages: Debian package name -> importable modules."""
-
-    packages: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def modules(self) -> frozenset[str]:
-        mods = {m for ms in self.packages.values() for m in ms}
-        return frozenset(mods - NEVER_ALLOWED_THIRD_PARTY)
-
-    def accepts(self, name: str) -> bool:
-        """A spec may name a package as `python3-sympy`, `sympy` or the module `sympy`."""
-        key = name.strip().lower().replace("_", "-")
-        key = re.split(r"[<>=!~\[ ]", key, maxsplit=1)[0]
-        names = {p.lower() for p in self.packages}
-        names |= {p.removeprefix("python3-") for p in names}
-        names |= {m.lower() for m in self.modules}
-        return key in names or key.replace("-", "_") in names
-
-
-def parse_packages_file(text: str) -> ImagePackages:
-    """Parse `debian-package=version  module[,module]` lines (`-`: no module, `#` comments)."""
-    packages: dict[str, tuple[str, ...]] = {}
-    versions: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        pkg, _, version = parts[0].partition("=")
-        mods: tuple[str, ...] = ()
-        if len(parts) > 1 and parts[1] != "-":
-            mods = tuple(m.strip() for m in parts[1].split(",") if m.strip())
-        packages[pkg] = mods
-        versions[pkg] = version
-    return ImagePackages(packages=packages, versions=versions)
-
-
-@lru_cache(maxsize=1)
-def image_packages() -> ImagePackages:
-    """The image's package list, or the documented default when the file is absent."""
-    try:
-        return parse_packages_file(PACKAGES_FILE.read_text(encoding="utf-8"))
-    except OSError:
-        return ImagePackages(packages=dict(DEFAULT_IMAGE_PACKAGES))
 
 
 def allowed_modules() -> frozenset[str]:
@@ -317,62 +414,93 @@ def module_allowed(dotted: str) -> bool:
     return not any(".".join(parts[: i + 1]) in FORBIDDEN_SUBMODULES for i in range(len(parts)))
 
 
+def module_name_attributes() -> frozenset[str]:
+    """Every attribute name refused because it names a module the code may not import: the
+    hand list, every standard-library module outside the allowlist and the last part of every
+    forbidden submodule, minus the names that are also ordinary attributes (collisions)."""
+    stdlib = {n for n in sys.stdlib_module_names if not n.startswith("_")}
+    leaves = {s.rsplit(".", 1)[-1] for s in FORBIDDEN_SUBMODULES}
+    names = MODULE_NAME_ATTRIBUTES | stdlib | {n for n in leaves if not n.startswith("_")}
+    return frozenset(names - allowed_modules() - MODULE_NAME_COLLISIONS)
+
+
+def string_code_denied_names() -> frozenset[str]:
+    """Names that string-compiled code (sympify, lambdify, forward references, ...) may not use:
+    everything the other rules refuse by name, plus STRING_CODE_EXTRA_NAMES, because that code
+    runs with the real builtins and without the guards."""
+    module_attrs = {n for names in FORBIDDEN_MODULE_ATTRIBUTES.values() for n in names}
+    denied_values = {v.rsplit(".", 1)[-1] for v in RUNTIME_DENIED_VALUES}
+    names = (FORBIDDEN_BUILTINS | STRING_CODE_EXTRA_NAMES | FORBIDDEN_MODULES
+             | RUNTIME_DENIED_VALUE_MODULES | DANGEROUS_ATTRIBUTES | module_name_attributes()
+             | METACLASS_NAMES | AUDIT_RULES.import_deny | module_attrs | denied_values)
+    return frozenset(n for n in names - MODULE_NAME_COLLISIONS if not n.startswith("_"))
+
+
+def string_code_denied_keywords() -> frozenset[str]:
+    """Keyword names string-compiled code may not pass (its keyword-name tuples are constants):
+    DENIED_KEYWORDS and every keyword a call limit refuses."""
+    limited = {k for rules in (*RUNTIME_CALL_LIMITS.values(), *LIBRARY_CALL_LIMITS.values())
+               for k in rules.get("denied_keywords", ())}
+    return frozenset(DENIED_KEYWORDS) | frozenset(limited)
+
+
 def policy_data() -> dict[str, Any]:
-    """Every rule as JSON-ready data: what policy_hash() covers."""
-    return {
-        "version": POLICY_VERSION,
-        "allowed_modules": sorted(allowed_modules()),
-        "forbidden_modules": sorted(FORBIDDEN_MODULES),
-        "forbidden_submodules": sorted(FORBIDDEN_SUBMODULES),
-        "forbidden_builtins": sorted(FORBIDDEN_BUILTINS),
-        "allowed_builtins": sorted(ALLOWED_BUILTINS),
-        "dangerous_attributes": sorted(DANGEROUS_ATTRIBUTES),
-        "forbidden_module_attributes": {k: sorted(v)
-                                        for k, v in sorted(FORBIDDEN_MODULE_ATTRIBUTES.items())},
-        "eval_sinks": sorted(EVAL_SINKS),
-        "eval_sink_patterns": list(EVAL_SINK_PATTERNS),
-        "dunder_string_pattern": DUNDER_STRING_PATTERN,
-        "future_imports": sorted(FUTURE_IMPORTS),
-        "module_name_attributes": sorted(MODULE_NAME_ATTRIBUTES),
-        "runtime_denied_value_modules": sorted(RUNTIME_DENIED_VALUE_MODULES),
-        "safe_decorators": sorted(SAFE_DECORATORS),
-        "user_filename": USER_FILENAME,
-        "size_limits": SIZE_LIMITS.__dict__.copy(),
-        "audit": _audit_data(),
-        "image_packages": {k: list(v) for k, v in sorted(image_packages().packages.items())},
-    }
+    """Every rule as JSON-ready data, derived from this module's UPPERCASE constants, so a rule
+    added here is covered by policy_hash() without anyone remembering to list it."""
+    rules: dict[str, Any] = {name: _plain(value) for name, value in sorted(globals().items())
+                             if name.isupper() and not name.startswith("_")}
+    rules["ALLOWED_MODULES"] = sorted(allowed_modules())
+    rules["IMAGE_PACKAGES"] = {p.name: list(p.modules) for p in image_packages().packages}
+    rules["ALL_MODULE_NAME_ATTRIBUTES"] = sorted(module_name_attributes())
+    rules["STRING_CODE_DENIED_NAMES"] = sorted(string_code_denied_names())
+    rules["STRING_CODE_DENIED_KEYWORDS"] = sorted(string_code_denied_keywords())
+    return rules
 
 
-def _audit_data() -> dict[str, Any]:
-    a = AUDIT_RULES
-    return {
-        "forbidden_events": sorted(a.forbidden_events),
-        "forbidden_prefixes": list(a.forbidden_prefixes),
-        "user_frame_events": sorted(a.user_frame_events),
-        "read_only_prefixes": list(a.read_only_prefixes),
-        "allow_sys_path_reads": a.allow_sys_path_reads,
-        "listing_events": sorted(a.listing_events),
-        "import_deny": sorted(a.import_deny),
-        "block": a.block,
-        "code_block_blocked_events": sorted(a.code_block_blocked_events),
-        "code_block_blocked_prefixes": list(a.code_block_blocked_prefixes),
-    }
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, frozenset | set):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    return value
 
 
+_MECHANISM = [Path(__file__), *sorted((Path(__file__).parent / "vetting").glob("*.py")),
+              Path(__file__).parent / "schema.py",
+              Path(__file__).parent / "runner" / "restricted_policy.py",
+              Path(__file__).parent / "runner" / "formats.py"]
+"""The code that applies the rules on the host: a change to it can change a verdict too
+(runner/restricted_policy.py is the RestrictedPython policy vetting/restricted.py compiles with)."""
+
+
+@lru_cache(maxsize=1)
 def policy_hash() -> str:
-    """sha256 of the canonical policy JSON: part of every verdict-cache key."""
-    canonical = json.dumps(policy_data(), sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 of the canonical policy data and of the vetting code: part of every verdict key,
+    so no cached verdict survives a change of rule or of the code that applies it."""
+    digest = hashlib.sha256(json.dumps(policy_data(), sort_keys=True,
+                                       separators=(",", ":")).encode())
+    for path in _MECHANISM:
+        if path.exists():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def policy_for_runner() -> dict[str, Any]:
     """What runner/guards.py needs inside the container (sent with the `configure` request)."""
     data = policy_data()
-    keep = ("version", "allowed_modules", "forbidden_modules", "forbidden_submodules",
-            "forbidden_builtins", "allowed_builtins", "dangerous_attributes",
-            "forbidden_module_attributes", "module_name_attributes", "future_imports",
-            "runtime_denied_value_modules",
-            "user_filename", "audit")
-    out = {k: data[k] for k in keep}
+    keep = ("ALLOWED_MODULES", "FORBIDDEN_MODULES", "FORBIDDEN_SUBMODULES",
+            "FORBIDDEN_BUILTINS", "ALLOWED_BUILTINS", "DANGEROUS_ATTRIBUTES",
+            "FORBIDDEN_MODULE_ATTRIBUTES", "FUTURE_IMPORTS", "RUNTIME_DENIED_VALUE_MODULES",
+            "USER_FILENAME", "ALLOWED_DUNDER_ATTRIBUTES", "RUNTIME_DENIED_VALUES",
+            "RUNTIME_CALL_LIMITS", "MODULE_NAME_COLLISIONS", "STRING_CODE_PRIVATE_NAMES",
+            "DUNDER_STRING_PATTERN", "STRING_CODE_DENIED_NAMES", "STRING_CODE_DENIED_KEYWORDS",
+            "LIBRARY_CALL_LIMITS")
+    out = {k.lower(): data[k] for k in keep}
+    out["module_name_attributes"] = data["ALL_MODULE_NAME_ATTRIBUTES"]
+    out["audit"] = data["AUDIT_RULES"]
     out["policy_hash"] = policy_hash()
     return out

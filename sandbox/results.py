@@ -1,16 +1,44 @@
-"""What comes back from the sandbox: plain data, JSON-ready for the CLI and the history."""
+"""What comes back from the sandbox: plain data, JSON-ready for the CLI and the history.
+
+Every field is either measured outside the call's own process (by the runner or the host:
+`error.kind` other than EXCEPTION, `timed_out`, `oom_killed`, `duration_ms`, truncation, a
+code block's `exit_code`) or reported by that process (`value`, an exception's type, message
+and traceback, `audit`). Reported fields are validated and bounded, never trusted.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .runner.protocol import ErrorKind
+
+__all__ = ["AuditEvent", "CallResult", "ErrorInfo", "ErrorKind", "RunResult"]
+
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    type: str  # exception class name, or a sandbox condition: Timeout, MemoryLimit, ...
+    kind: ErrorKind
+    type: str  # the exception's class name (kind EXCEPTION), else a name for the condition
     message: str
     traceback: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "type": self.type, "message": self.message,
+                "traceback": self.traceback}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """A forbidden event the call's own process reported through its audit hook: evidence, not a
+    guarantee (code that escapes the Python layer can silence or forge its own reports)."""
+
+    event: str
+    detail: str
+    reported_by: str = "child"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -28,14 +56,18 @@ class CallResult:
     oom_killed: bool = False
     duration_ms: float = 0.0
     image_id: str = ""
-    audit: list[dict[str, Any]] = field(default_factory=list)  # forbidden events, for reviewers
+    audit: list[AuditEvent] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["error"] = self.error.to_dict() if self.error else None
+        out["audit"] = [e.to_dict() for e in self.audit]
+        return out
 
 
 @dataclass(frozen=True)
 class RunResult(CallResult):
-    """One code block, run the way an agent's executor runs it."""
+    """One code block, run the way an agent's executor runs it. `exit_code` is the process's
+    own exit status as the runner measured it (negative: killed by that signal)."""
 
     exit_code: int = 0

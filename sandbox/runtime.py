@@ -1,57 +1,62 @@
 """Sandbox: a pool of warm, hardened containers and the fast call path into them.
 
-Each container runs the fork-server runner; each call is one JSON line each way and one fresh
-child process inside. Timeouts are enforced in the runner and again here: a runner that does not
-answer within the timeout plus a grace period is killed with its container and replaced, and so
-is any container whose call timed out, ran out of memory, flooded output or broke the protocol.
+Each container runs the runner (sandbox/runner/server.py); each call is one JSON line each way and
+one fresh process inside. The host treats every byte a container sends as hostile: an answer is
+parsed with size and nesting limits and checked field by field (`_checked`), and a runner that
+answers late, malformed or not at all is killed with its container and replaced; the call gets a
+result saying so, never an exception. Timeouts are enforced by the runner and again here.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import hashlib
 import itertools
 import json
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import docker
-import jsonschema
 from docker.models.containers import Container
 
 from . import container as _container
 from .errors import InvalidArguments, InvalidSpec, SandboxBroken, SandboxError, SelftestFailed
-from .image import cache_dir, find_image
+from .image import find_image
 from .limits import DEFAULT_LIMITS, SANDBOX_UID, Limits
-from .results import CallResult, ErrorInfo, RunResult
+from .paths import cache_dir
+from .policy import policy_for_runner
+from .results import AuditEvent, CallResult, ErrorInfo, ErrorKind, RunResult
+from .schema import validate_arguments
 from .spec import FunctionSpec
+from .vetting import VerdictCache, VetReport, vet
 
-if TYPE_CHECKING:
-    from .vet import VetReport
+__all__ = ["Sandbox"]
 
 log = logging.getLogger("fnforge.sandbox")
+
+_REPLACE_AFTER = {ErrorKind.MEMORY_LIMIT, ErrorKind.RESOURCE_LIMIT}
+"""Kinds after which the container is replaced: the OOM killer may have hit the runner's own
+processes, and a full pids table means processes escaped the clean-up."""
+_START_TIMEOUT_S = 90.0
+_MAX_TIMEOUT_S = 600.0
+_MAX_AUDIT = 100
+_RETRIES_FOR_RETIRED = 3
+
 
 class _NoAnswer(SandboxBroken):
     """The runner did not answer in time: the call timed out from the host's side."""
 
 
-_MISBEHAVIOUR = {"Timeout", "MemoryLimit", "OutputLimit", "ProtocolError", "ResourceLimit"}
-_START_TIMEOUT_S = 90.0
-_MAX_TIMEOUT_S = 600.0
-
-
-def runner_policy() -> dict[str, Any]:
-    """The policy data the runner enforces (import allowlist, audit rules): sandbox/policy.py."""
-    from .policy import policy_for_runner
-
-    return policy_for_runner()
+class _Retired(SandboxBroken):
+    """The runner could not restore a clean state after its last call and has exited without
+    taking the next request: that request never started, and goes to another container."""
 
 
 class _Worker:
@@ -67,8 +72,11 @@ class _Worker:
         try:
             self.stream = _container.Stream(client, self.container, limits.max_response)
             self.container.start()
-            self.request({"op": "configure", "policy": policy, "limits": limits.to_dict()},
-                         _START_TIMEOUT_S)
+            answer = self.request({"op": "configure", "policy": policy,
+                                   "limits": limits.to_dict()}, _START_TIMEOUT_S)
+            if answer.get("ok") is not True:
+                raise SandboxBroken("the runner refused its configuration: "
+                                    f"{str(answer.get('error'))[:500]}")
         except BaseException:
             self.kill()
             raise
@@ -79,13 +87,16 @@ class _Worker:
         try:
             response = self.stream.receive(time.monotonic() + wait_s)
         except TimeoutError:
-            raise _NoAnswer(f"runner gave no answer within {wait_s:g} s") from None
+            raise _NoAnswer(f"the runner gave no answer within {wait_s:g} s") from None
+        if response.get("id") is None and "retire" in response:
+            raise _Retired(str(response["retire"])[:500])
         if response.get("id") != message["id"]:
-            raise SandboxBroken("runner answered out of turn")
-        if message["op"] == "configure" and not response.get("ok"):
-            raise SandboxBroken(f"runner refused its configuration: {response.get('error')}")
+            raise SandboxBroken("the runner answered out of turn")
         self.calls += 1
         return response
+
+    def broken(self) -> bool:
+        return self.stream.readable()
 
     def kill(self) -> None:
         stream = getattr(self, "stream", None)
@@ -98,23 +109,26 @@ class Sandbox:
     """A pool of warm hardened containers. Use as a context manager; thread-safe.
 
     `Sandbox()` refuses to run code until the confinement self-test has passed for this image,
-    engine and option set (the verdict is cached on disk, so it runs once).
+    engine, runtime and option set (the verdict is cached on disk, so it runs once).
+    `runtime="runsc"` runs every container under gVisor (registered with the engine by
+    images/setup-gvisor.sh); the default is the engine's own (runc).
     """
 
     def __init__(self, pool_size: int = 2, limits: Limits = DEFAULT_LIMITS,
-                 runtime: str | None = "auto") -> None:
+                 runtime: str | None = None, verdicts: VerdictCache | None = None) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self.pool_size = pool_size
         self.limits = limits
-        self._runtime_choice = runtime
+        self.runtime = runtime
+        self.verdicts = verdicts if verdicts is not None else VerdictCache()
+        self.image_id = ""
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = True
         self._start_error: BaseException | None = None
         self._replacer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fnforge-replace")
-        self.image_id = ""
 
     # -- life cycle -------------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -127,12 +141,11 @@ class Sandbox:
     def start(self, verify: bool = True) -> None:
         """Start the pool. verify=False is for `python -m sandbox selftest` alone: it reports."""
         self._client = _container.connect()
-        image = find_image(self._client)
-        self.image_id = str(image.id)
-        runtime = (_container.default_runtime(self._client) if self._runtime_choice == "auto"
-                   else self._runtime_choice)
-        self._options = _container.container_options(self.image_id, self.limits, runtime)
-        self._policy = runner_policy()
+        _container.gc(self._client)  # containers of killed fnforge processes go first
+        _container.check_runtime(self._client, self.runtime)
+        self.image_id = str(find_image(self._client).id)
+        self._options = _container.container_options(self.image_id, self.limits, self.runtime)
+        self._policy = policy_for_runner()
         self._closed = False
         atexit.register(self.close)
         try:
@@ -152,8 +165,7 @@ class Sandbox:
             if self._closed:
                 return
             self._closed = True
-        # Replacements under way finish first; they see the sandbox closed and remove theirs.
-        self._replacer.shutdown(wait=True)
+        self._replacer.shutdown(wait=True)  # replacements under way see the flag, remove theirs
         with self._lock:
             workers = list(self._workers)
             self._workers.clear()
@@ -187,24 +199,31 @@ class Sandbox:
             return
         try:
             self._idle.put(self._new_worker())
+            self._start_error = None
         except BaseException as exc:
             if not self._closed:
                 log.error("could not replace a sandbox container: %s", exc)
                 self._start_error = exc
 
     def _acquire(self) -> _Worker:
+        """An idle worker whose runner is alive: one found dead is replaced, never handed out."""
         deadline = time.monotonic() + _START_TIMEOUT_S * 2
         while True:
             if self._closed:
                 raise SandboxError("the sandbox is closed: use it inside `with Sandbox() as sb:`")
             try:
-                return self._idle.get(timeout=0.5)
+                worker = self._idle.get(timeout=0.5)
             except queue.Empty:
                 if self._start_error is not None and not self._workers:
                     raise SandboxBroken(f"no sandbox container could be started: "
                                         f"{self._start_error}") from None
                 if time.monotonic() > deadline:
                     raise SandboxBroken("no sandbox container became free in time") from None
+                continue
+            if not worker.broken():
+                return worker
+            log.warning("a sandbox container's runner died while idle; replacing it")
+            self._release(worker, healthy=False)
 
     def _release(self, worker: _Worker, healthy: bool) -> None:
         """Back to the pool at once: the runner cleans up while the next call goes elsewhere."""
@@ -219,31 +238,35 @@ class Sandbox:
             worker.kill()
 
     def _request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        worker = self._acquire()
-        healthy = False
-        try:
-            response = worker.request(message, timeout + self.limits.host_grace_s)
-            error = response.get("error") or {}
-            healthy = error.get("type") not in _MISBEHAVIOUR
-            return response
-        except SandboxBroken as exc:
-            # The runner did not answer properly: the container is killed and replaced.
-            oom = self._oom_killed(worker)
-            kind = ("MemoryLimit" if oom else "Timeout" if isinstance(exc, _NoAnswer)
-                    else "Crashed")
-            return {"ok": False, "timed_out": kind == "Timeout", "oom_killed": oom,
-                    "error": {"type": kind, "message": f"container killed: {exc}"},
-                    "exit_code": -9, "duration_ms": (timeout + self.limits.host_grace_s) * 1000}
-        finally:
-            self._release(worker, healthy)
-
-    @staticmethod
-    def _oom_killed(worker: _Worker) -> bool:
-        try:
-            worker.container.reload()
-            return bool(worker.container.attrs["State"].get("OOMKilled"))
-        except Exception:
-            return False
+        """The runner's checked answer, or a result saying why there is none. A request that a
+        retiring runner never took is sent again, to another container."""
+        for attempt in range(_RETRIES_FOR_RETIRED + 1):
+            worker = self._acquire()
+            healthy = False
+            wait = timeout + self.limits.host_grace_s
+            started = time.monotonic()
+            oom = False
+            try:
+                answer = _checked(worker.request(message, wait), message["op"], self.limits)
+                kind = answer["error"].kind if answer["error"] else None
+                healthy = kind not in _REPLACE_AFTER
+                return answer
+            except _Retired as exc:
+                log.warning("a sandbox container retired before a call: %s", exc)
+                if attempt < _RETRIES_FOR_RETIRED:
+                    continue
+                failure: SandboxBroken = exc
+            except SandboxBroken as exc:  # the container is killed and replaced
+                failure = exc
+                oom = _oom_killed(worker)
+            finally:
+                self._release(worker, healthy)
+            kind = (ErrorKind.MEMORY_LIMIT if oom else
+                    ErrorKind.TIMEOUT if isinstance(failure, _NoAnswer) else ErrorKind.CRASHED)
+            return {**_EMPTY, "timed_out": kind is ErrorKind.TIMEOUT, "oom_killed": oom,
+                    "error": ErrorInfo(kind, _CONDITION[kind], f"container killed: {failure}"),
+                    "exit_code": -9, "duration_ms": (time.monotonic() - started) * 1000}
+        raise AssertionError("unreachable")
 
     # -- self-test --------------------------------------------------------------------------------
     def _selftest_marker(self) -> Path:
@@ -254,39 +277,43 @@ class Sandbox:
         return cache_dir() / "selftest" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
 
     def _ensure_selftest(self) -> None:
-        marker = self._selftest_marker()
-        if marker.exists():
+        if self._selftest_marker().exists():
             return
         report = self.selftest()
-        failed = [name for name, probe in report.items() if not probe["confined"]]
-        if failed:
-            raise SelftestFailed(failed)
         self.record_selftest(report)
 
     def record_selftest(self, report: dict[str, dict[str, Any]]) -> None:
         """Remember a passing self-test for this image, engine and option set."""
-        if any(not probe["confined"] for probe in report.values()):
-            raise SelftestFailed([n for n, p in report.items() if not p["confined"]])
+        failed = [name for name, probe in report.items() if not probe["confined"]]
+        if failed:
+            raise SelftestFailed(failed)
         marker = self._selftest_marker()
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(report, indent=1, sort_keys=True))
 
     def selftest(self) -> dict[str, dict[str, Any]]:
-        """Run every confinement probe now: in a real call child, and on the container's config."""
+        """Run every confinement probe now: in a real call process, and on the container's
+        configuration as the engine reports it."""
         report = self._host_checks()
-        for heavy in (False, True):  # children of the runner, and of the sympy/numpy zygote
-            kind = "zygote child" if heavy else "runner child"
-            response = self._request({"op": "probe", "heavy": heavy, "timeout": 20.0}, 20.0)
-            if not response.get("ok") or not isinstance(response.get("value"), dict):
-                error = response.get("error") or {}
+        for heavy in (False, True):  # processes of the light zygote and of the heavy one
+            kind = "heavy call process" if heavy else "light call process"
+            answer = self._request({"op": "probe", "heavy": heavy, "timeout": 30.0}, 30.0)
+            probes = answer["value"]
+            if not answer["ok"] or not isinstance(probes, dict):
+                err = answer["error"]
                 report[f"probes_ran_in_{kind.replace(' ', '_')}"] = {
-                    "confined": False, "detail": f"probe run failed: {error.get('message')}"}
+                    "confined": False,
+                    "detail": f"probe run failed: {err.message if err else 'no value'}"}
                 continue
-            for name, probe in response["value"].items():
+            for name, probe in probes.items():
+                if not isinstance(probe, dict):
+                    report[str(name)] = {"confined": False, "detail": "malformed probe report"}
+                    continue
+                confined = probe.get("confined") is True
                 seen = report.get(name)
-                if seen is None or (seen["confined"] and not probe["confined"]):
-                    report[name] = {"confined": bool(probe["confined"]),
-                                    "detail": f"{kind}: {probe['detail']}"}
+                if seen is None or (seen["confined"] and not confined):
+                    report[str(name)] = {"confined": confined,
+                                         "detail": f"{kind}: {str(probe.get('detail'))[:500]}"}
         return report
 
     def _host_checks(self) -> dict[str, dict[str, Any]]:
@@ -298,6 +325,7 @@ class Sandbox:
             self._release(worker, True)
         host, config = attrs["HostConfig"], attrs["Config"]
         env = [e for e in (config.get("Env") or []) if not e.startswith("PATH=")]
+        tmpfs = host.get("Tmpfs") or {}
         checks = {
             "engine_network_none": host.get("NetworkMode") == "none",
             "engine_read_only_root": host.get("ReadonlyRootfs") is True,
@@ -305,22 +333,25 @@ class Sandbox:
             "engine_not_privileged": host.get("Privileged") is False,
             "engine_no_new_privileges": "no-new-privileges" in (host.get("SecurityOpt") or []),
             "engine_no_host_mounts": not host.get("Binds") and not attrs.get("Mounts"),
-            "engine_pids_limit": host.get("PidsLimit") == self.limits.pids,
+            "engine_pids_limit": host.get("PidsLimit") == self._options["pids_limit"],
+            "engine_cpu_limit": host.get("NanoCpus") == self._options["nano_cpus"] > 0,
             "engine_memory_limit": host.get("Memory") == host.get("MemorySwap") > 0,
             "engine_ipc_none": host.get("IpcMode") == "none",
             "engine_user": config.get("User") == f"{SANDBOX_UID}:{SANDBOX_UID}",
             "engine_empty_env": not env,
             "engine_no_devices": not host.get("Devices"),
+            "engine_mqueue_read_only": "ro" in tmpfs.get("/dev/mqueue", "").split(","),
+            "engine_runtime": (host.get("Runtime") or "runc") == (self.runtime or "runc"),
         }
         return {name: {"confined": ok, "detail": "container config as the engine reports it"}
                 for name, ok in checks.items()}
 
     # -- calls ------------------------------------------------------------------------------------
-    def vet(self, spec: FunctionSpec, **options: Any) -> VetReport:
-        """Vet a proposed function: shape, static policy, RestrictedPython, tests, smoke, audit."""
-        from .vet import vet
-
-        return vet(self, spec, **options)
+    def vet(self, spec: FunctionSpec, *, timeout: float | None = None,
+            use_cache: bool = True) -> VetReport:
+        """Vet a proposed function: shape, static policy, RestrictedPython, tests, smoke, audit
+        (sandbox/vetting). Verdicts are cached in `self.verdicts`."""
+        return vet(self, spec, timeout=timeout, use_cache=use_cache)
 
     def call(self, spec: FunctionSpec, args: Mapping[str, Any] | None = None, *,
              timeout: float | None = None, restricted: bool = True,
@@ -329,13 +360,12 @@ class Sandbox:
         if not isinstance(spec, FunctionSpec):
             raise InvalidSpec(f"expected a FunctionSpec, got {type(spec).__name__}")
         args = dict(args or {})
-        _check_args(spec, args)
+        validate_arguments(spec.name, spec.parameters, args)
         seconds = self._timeout(timeout)
         message = {"op": "call", "function": {"name": spec.name, "code": spec.code},
                    "args": args, "timeout": seconds, "restricted": restricted, "audit": audit}
         self._check_size(message)
-        response = self._request(message, seconds)
-        return CallResult(**self._fields(response))
+        return CallResult(**self._result(self._request(message, seconds)))
 
     def run(self, code: str, functions: Iterable[FunctionSpec] = (), *,
             timeout: float | None = None, audit: bool = True) -> RunResult:
@@ -350,8 +380,12 @@ class Sandbox:
         message = {"op": "run", "code": code, "timeout": seconds, "audit": audit,
                    "functions": [{"name": s.name, "code": s.code} for s in specs]}
         self._check_size(message)
-        response = self._request(message, seconds)
-        return RunResult(**self._fields(response), exit_code=int(response.get("exit_code", 1)))
+        answer = self._request(message, seconds)
+        return RunResult(**self._result(answer), exit_code=answer["exit_code"])
+
+    def _result(self, answer: dict[str, Any]) -> dict[str, Any]:
+        fields = {k: v for k, v in answer.items() if k != "exit_code"}
+        return {**fields, "image_id": self.image_id}
 
     def _timeout(self, timeout: float | None) -> float:
         seconds = self.limits.timeout_s if timeout is None else float(timeout)
@@ -360,55 +394,86 @@ class Sandbox:
         return seconds
 
     def _check_size(self, message: dict[str, Any]) -> None:
-        size = len(json.dumps(message))
+        try:
+            size = len(json.dumps(message, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArguments(f"the request cannot be sent as JSON: {exc}") from None
         if size > self.limits.max_request:
             raise InvalidArguments(f"request is {size} bytes, over the limit of "
                                    f"{self.limits.max_request}: send smaller code or arguments")
 
-    def _fields(self, response: dict[str, Any]) -> dict[str, Any]:
-        error = response.get("error")
-        return {
-            "ok": bool(response.get("ok")),
-            "value": response.get("value"),
-            "stdout": str(response.get("stdout", "")),
-            "stderr": str(response.get("stderr", "")),
-            "stdout_truncated": bool(response.get("stdout_truncated")),
-            "stderr_truncated": bool(response.get("stderr_truncated")),
-            "error": ErrorInfo(type=str(error.get("type", "Error")),
-                               message=str(error.get("message", "")),
-                               traceback=str(error.get("traceback", ""))) if error else None,
-            "timed_out": bool(response.get("timed_out")),
-            "oom_killed": bool(response.get("oom_killed")),
-            "duration_ms": float(response.get("duration_ms", 0.0)),
-            "image_id": self.image_id,
-            "audit": list(response.get("audit") or []),
-        }
+
+# -- the runner's answer, checked -----------------------------------------------------------------
+_CONDITION = {ErrorKind.TIMEOUT: "Timeout", ErrorKind.MEMORY_LIMIT: "MemoryLimit",
+              ErrorKind.CRASHED: "Crashed", ErrorKind.PROTOCOL: "ProtocolError"}
+_EMPTY: dict[str, Any] = {"ok": False, "value": None, "stdout": "", "stderr": "",
+                          "stdout_truncated": False, "stderr_truncated": False, "error": None,
+                          "timed_out": False, "oom_killed": False, "duration_ms": 0.0,
+                          "audit": [], "exit_code": -9}
+_FLAGS = ("ok", "stdout_truncated", "stderr_truncated", "timed_out", "oom_killed")
+_KINDS = {k.value: k for k in ErrorKind}
 
 
-@functools.lru_cache(maxsize=512)
-def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
-    """Checked once per distinct schema: building a validator costs more than a whole call."""
-    schema = json.loads(schema_json)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
+    """The fields of a CallResult/RunResult from the runner's answer, each checked for type
+    and size; SandboxBroken (and so a replaced container) for anything else."""
+    def broken(why: str) -> SandboxBroken:
+        return SandboxBroken(f"the runner's answer is malformed: {why}")
+
+    out: dict[str, Any] = {}
+    for flag in _FLAGS:
+        if not isinstance(answer.get(flag), bool):
+            raise broken(f"{flag} is not a boolean")
+        out[flag] = answer[flag]
+    text_cap = limits.output_cap * 4 + 64  # bytes shown as \\xNN escapes grow fourfold
+    for name in ("stdout", "stderr"):
+        if not isinstance(answer.get(name), str) or len(answer[name]) > text_cap:
+            raise broken(f"{name} is not a bounded string")
+        out[name] = answer[name]
+    duration = answer.get("duration_ms")
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or \
+            not math.isfinite(duration) or duration < 0:
+        raise broken("duration_ms is not a non-negative number")
+    out["duration_ms"] = float(duration)
+    out["value"] = answer.get("value") if out["ok"] else None
+    out["error"] = _error_info(answer.get("error"), broken)
+    if out["ok"] == (out["error"] is not None):
+        raise broken("ok and error disagree")
+    audit = answer.get("audit")
+    if not isinstance(audit, list) or len(audit) > _MAX_AUDIT:
+        raise broken("audit is not a bounded list")
+    events = []
+    for event in audit:
+        if not isinstance(event, dict) or not isinstance(event.get("event"), str) or \
+                not isinstance(event.get("detail"), str):
+            raise broken("an audit event is not {event, detail}")
+        events.append(AuditEvent(event["event"][:200], event["detail"][:2000]))
+    out["audit"] = events
+    if op == "run":
+        code = answer.get("exit_code")
+        if isinstance(code, bool) or not isinstance(code, int) or not -64 <= code <= 255:
+            raise broken("exit_code is not a process exit status")
+        out["exit_code"] = code
+    return out
 
 
-def _check_args(spec: FunctionSpec, args: dict[str, Any]) -> None:
+def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("kind") not in _KINDS:
+        raise broken("error has no known kind")
+    fields = []
+    for name, cap in (("type", 200), ("message", 4000), ("traceback", 16000)):
+        value = raw.get(name, "")
+        if not isinstance(value, str) or len(value) > cap:
+            raise broken(f"error.{name} is not a bounded string")
+        fields.append(value)
+    return ErrorInfo(_KINDS[raw["kind"]], *fields)
+
+
+def _oom_killed(worker: _Worker) -> bool:
     try:
-        json.dumps(args, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArguments(f"arguments for {spec.name} are not JSON-serialisable: {exc}"
-                               " (pass numbers, strings, booleans, null, lists and objects)"
-                               ) from None
-    try:
-        validator = _validator(json.dumps(spec.parameters, sort_keys=True))
-    except (TypeError, ValueError):
-        raise InvalidSpec(f"parameters of {spec.name} is not JSON") from None
-    except jsonschema.SchemaError as exc:
-        raise InvalidSpec(f"parameters of {spec.name} is not a valid JSON schema: "
-                          f"{exc.message}") from None
-    errors = sorted(validator.iter_errors(args), key=lambda e: list(e.path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].path) or "arguments"
-        raise InvalidArguments(f"arguments do not match the parameters of {spec.name}: "
-                               f"{where}: {errors[0].message}")
+        worker.container.reload()
+        return bool(worker.container.attrs["State"].get("OOMKilled"))
+    except Exception:
+        return False

@@ -13,6 +13,8 @@ from docker.models.containers import Container
 
 from sandbox import FunctionSpec, Sandbox
 
+from .scripted_llm import scripted_llm as scripted_llm  # the fixture, for every test
+
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:

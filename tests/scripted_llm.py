@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,8 +76,13 @@ class ScriptedLLM:
     """The server. ``push`` replies, point a client at ``base_url``, inspect ``requests``."""
 
     def __init__(self, models: tuple[str, ...] = ("scripted-model",),
-                 latency: float = 0.0, token_latency: float = 0.0) -> None:
+                 latency: float = 0.0, token_latency: float = 0.0,
+                 responder: Callable[[dict[str, Any]], Reply | None] | None = None) -> None:
+        """`responder`, when given, answers each request from its body (for conversations run
+        concurrently, where a fixed order of replies cannot hold); None falls back to the
+        pushed script."""
         self.models = models
+        self.responder = responder
         self.latency = latency              # added to every chat reply (benchmarks)
         self.token_latency = token_latency  # between streamed pieces
         self.requests: list[dict[str, Any]] = []
@@ -119,6 +124,10 @@ class ScriptedLLM:
         with self._lock:
             self.requests.append(body)
             self.headers.append(headers)
+            if self.responder is not None:
+                answer = self.responder(body)
+                if answer is not None:
+                    return answer
             if self._script:
                 return self._script.popleft()
         return Reply(status=418, error="scripted server: script exhausted")
@@ -241,8 +250,8 @@ TEST_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
 def client_for(server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, **table: Any) -> Any:
     """An LLMClient for the scripted server with fast retries and a recognisable fake key."""
-    from optimizer.config import config_from_dict
     from optimizer.llm import LLMClient
+    from optimizer.llm.config import config_from_dict
 
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
     settings: dict[str, Any] = {"base_url": server.base_url, "model": "scripted-model",

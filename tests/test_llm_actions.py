@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from optimizer.actions import (
-    ActionParseError,
     AddFunction,
     RemoveFunction,
     ReviseFunction,
@@ -17,6 +16,7 @@ from optimizer.actions import (
     request_actions,
     tool_definitions,
 )
+from optimizer.errors import ActionParseError
 from tests.scripted_llm import (
     Reply,
     ScriptedLLM,
@@ -194,8 +194,8 @@ def test_bare_properties_map_is_accepted(scripted_llm: ScriptedLLM,
 
 
 def test_local_server_gets_auto_tool_choice(scripted_llm: ScriptedLLM) -> None:
-    from optimizer.config import config_from_dict
     from optimizer.llm import LLMClient
+    from optimizer.llm.config import config_from_dict
 
     cfg = config_from_dict({"structured": "tools"}, env={})
     assert cfg.provider == "local"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizer.bench_llm import bench_rows
+from optimizer.llm.bench import bench_rows
 from tests.scripted_llm import ScriptedLLM, text
 
 

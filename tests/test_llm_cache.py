@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.llm import CacheMiss, LLMClient
-from optimizer.llm_cache import CacheMode, ResponseCache, request_key
+from optimizer.errors import CacheMiss
+from optimizer.llm import LLMClient
+from optimizer.llm.cache import CacheMode, ResponseCache, request_key
 from tests.scripted_llm import TEST_KEY, ScriptedLLM, client_for, scripted_llm, text
 
 __all__ = ["scripted_llm"]
@@ -69,7 +70,7 @@ def test_cache_object_and_off_mode(scripted_llm: ScriptedLLM, monkeypatch: pytes
 
 def test_env_selects_replay(scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch,
                             tmp_path: Path) -> None:
-    from optimizer.config import config_from_dict
+    from optimizer.llm.config import config_from_dict
 
     cfg = config_from_dict({"base_url": scripted_llm.base_url, "model": "m"},
                            env={"FNFORGE_LLM_CACHE": "replay",

@@ -9,15 +9,15 @@ import traceback
 
 import pytest
 
-from optimizer.config import config_from_dict
-from optimizer.llm import (
+from optimizer.errors import (
     ContextTooLong,
     EndpointUnavailable,
     KeyRejected,
-    LLMClient,
     LLMRequestError,
     ModelNotFound,
 )
+from optimizer.llm import LLMClient
+from optimizer.llm.config import config_from_dict
 from tests.scripted_llm import (
     TEST_KEY,
     Reply,

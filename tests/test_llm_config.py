@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.config import ConfigError, config_from_dict, load_config
+from optimizer.llm.config import ConfigError, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import local_llm
-from optimizer.__main__ import main
-from optimizer.local_llm import LocalLLMError, LocalServer, assemble, choose_port
+from optimizer.cli import main
+from optimizer.errors import LocalModelError as LocalLLMError
+from optimizer.llm import local as local_llm
+from optimizer.llm.local import LocalServer, assemble, choose_port
 
 
 def parts(tmp_path: Path) -> tuple[list[Path], bytes]:
@@ -74,7 +75,7 @@ def test_unknown_model_and_missing_parts() -> None:
 
 def test_cli_status_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("FNFORGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FNFORGE_CACHE", str(tmp_path))
     assert main(["llm", "status"]) == 1
     assert main(["llm", "stop"]) == 0
     out = capsys.readouterr().out
@@ -85,6 +86,6 @@ def test_cli_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                         capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[llm]\napi_key = "x"\n')
-    monkeypatch.setenv("FNFORGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FNFORGE_CACHE", str(tmp_path))
     assert main(["llm", "start", "--config", str(bad)]) == 2
     assert "never holds keys" in capsys.readouterr().err

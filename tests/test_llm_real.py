@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from optimizer.actions import RemoveFunction, Terminate, request_actions
-from optimizer.config import LocalConfig, config_from_dict
 from optimizer.llm import LLMClient
-from optimizer.local_llm import LocalServer, healthy, port_free
+from optimizer.llm.config import LocalConfig, config_from_dict
+from optimizer.llm.local import LocalServer, healthy, port_free
 
 if importlib.util.find_spec("llama_cpp") is None and not os.environ.get(
         "FNFORGE_REQUIRE_REAL_LLM"):

@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import docker
 import pytest
 
 from sandbox import (
     EngineUnavailable,
+    ErrorKind,
     FunctionSpec,
     InvalidArguments,
     InvalidSpec,
@@ -61,7 +64,8 @@ def test_an_exception_in_user_code_is_a_result_not_an_error(sandbox: Sandbox) ->
     spec = make_spec("def f(x):\n    return 1 / x\n")
     result = sandbox.call(spec, {"x": 0})
     assert not result.ok
-    assert result.error is not None and result.error.type == "ZeroDivisionError"
+    assert result.error is not None and result.error.kind is ErrorKind.EXCEPTION
+    assert result.error.type == "ZeroDivisionError"
     assert "division by zero" in result.error.message
     assert "ZeroDivisionError" in result.error.traceback
 
@@ -95,7 +99,7 @@ def test_run_reports_the_exit_code_and_traceback(sandbox: Sandbox) -> None:
 def test_a_timeout_is_enforced_and_reported(sandbox: Sandbox) -> None:
     result = sandbox.run("while True:\n    pass\n", timeout=1.0)
     assert result.timed_out and not result.ok
-    assert result.error is not None and result.error.type == "Timeout"
+    assert result.error is not None and result.error.kind is ErrorKind.TIMEOUT
     assert sandbox.call(ADD, {"a": 1, "b": 1}).value == 2  # the pool recovered
 
 
@@ -135,7 +139,8 @@ def test_an_invalid_spec_is_refused_with_the_field_named() -> None:
         FunctionSpec.from_dict({"name": "f", "code": "def f(): pass", "tests": [{"args": {}}]})
 
 
-def test_no_engine_gives_one_clear_message(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_no_engine_gives_one_clear_message(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     code = tmp_path / "block.py"
     code.write_text("print(1)\n")
     nowhere = "unix:///nonexistent/docker.sock"
@@ -150,7 +155,7 @@ def test_no_engine_gives_one_clear_message(tmp_path, monkeypatch) -> None:  # ty
         Sandbox().start()
 
 
-def test_cli_call_prints_one_json_object(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_call_prints_one_json_object(tmp_path: Path) -> None:
     spec_file = tmp_path / "add.json"
     spec_file.write_text(json.dumps(ADD.to_dict()))
     proc = subprocess.run([sys.executable, "-m", "sandbox", "call", str(spec_file),
@@ -160,7 +165,7 @@ def test_cli_call_prints_one_json_object(tmp_path) -> None:  # type: ignore[no-u
     assert json.loads(proc.stdout)["value"] == 42
 
 
-def test_cli_usage_errors_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     proc = subprocess.run([sys.executable, "-m", "sandbox", "call", str(bad)],
@@ -171,7 +176,7 @@ def test_cli_usage_errors_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert proc.returncode == 2 and "cannot read spec file" in proc.stderr
 
 
-def test_cli_run_with_a_failing_block_still_exits_0(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_run_with_a_failing_block_still_exits_0(tmp_path: Path) -> None:
     code = tmp_path / "block.py"
     code.write_text("raise RuntimeError('user bug')\n")
     proc = subprocess.run([sys.executable, "-m", "sandbox", "run", str(code)],
@@ -181,7 +186,7 @@ def test_cli_run_with_a_failing_block_still_exits_0(tmp_path) -> None:  # type: 
     assert result["exit_code"] == 1 and result["error"]["type"] == "RuntimeError"
 
 
-def test_ctrl_c_removes_every_container(docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_removes_every_container(docker_client: docker.DockerClient) -> None:
     script = ("import sys, time\nfrom sandbox import Sandbox\n"
               "with Sandbox(pool_size=2) as sb:\n"
               "    print('ready', flush=True)\n    time.sleep(60)\n")
@@ -197,7 +202,8 @@ def test_ctrl_c_removes_every_container(docker_client) -> None:  # type: ignore[
 def test_code_blocks_may_use_files_but_not_processes_or_sockets(sandbox: Sandbox) -> None:
     files = sandbox.run("open('/tmp/x', 'w').write('1')\nprint(open('/tmp/x').read())\n")
     assert files.ok and files.stdout == "1\n"
-    assert {e["event"] for e in files.audit} == {"open"}  # recorded for reviewers, allowed
+    assert {e.event for e in files.audit} == {"open"}  # recorded for reviewers, allowed
+    assert {e.reported_by for e in files.audit} == {"child"}
     for code in ("import os\nos.system('true')\n",
                  "import subprocess\nsubprocess.run(['true'])\n",
                  "import socket\nsocket.socket()\n"):

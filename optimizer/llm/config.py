@@ -7,7 +7,7 @@ Where the model comes from (``provider = "auto"``, the default), first match win
   1. an Azure endpoint (``AZURE_OPENAI_ENDPOINT`` or ``llm.azure_endpoint``) -> Azure OpenAI;
   2. a base URL (``OPENAI_BASE_URL`` or ``llm.base_url``) -> any OpenAI-compatible server;
   3. ``OPENAI_API_KEY`` set -> api.openai.com;
-  4. nothing configured -> the embedded local model (see ``optimizer.local_llm``).
+  4. nothing configured -> the embedded local model (see ``optimizer.llm.local``).
 Environment variables override the file.
 """
 
@@ -17,9 +17,13 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from sandbox import cache_dir
+
+from ..errors import ConfigError
 
 ROLES: tuple[str, ...] = ("assistant", "optimizer")
 Provider = Literal["openai", "azure", "local"]
@@ -34,10 +38,6 @@ LOCAL_MODELS: tuple[str, ...] = ("qwen2.5-coder-1.5b", "smollm2-135m")
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|bearer)$", re.I)
 # Values that look like a key whatever the field is called (OpenAI, Anthropic, bearer-ish blobs).
 _SECRET_VALUE = re.compile(r"^(sk-|sk_|az-|Bearer\s)\S{8,}$")
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; the message says where and what to change."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class LocalConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     mode: CacheModeName = "off"
-    dir: Path = field(default_factory=lambda: Path("~/.cache/fnforge/llm-responses").expanduser())
+    dir: Path = field(default_factory=lambda: cache_dir() / "llm-responses")
 
 
 @dataclass(frozen=True)
@@ -363,3 +363,81 @@ def _num(table: Mapping[str, Any], key: str, default: float | None, where: str, 
     if value < minimum:
         raise ConfigError(f"{where}: {path}.{key} must be >= {minimum}, not {value!r}")
     return float(value)
+
+
+def resolve_llm_config(llm_config: Any, model: str | None = None,
+                       env: Mapping[str, str] | None = None) -> tuple[LLMConfig, str | None]:
+    """(config, a key handed over in code) from whatever a caller passes as `llm_config`:
+    None (fnforge.toml or the environment), an LLMConfig, a loaded fnforge.toml (a dict with an
+    "llm" table, or that table itself), or AutoGen's `{"config_list": [{"model", "base_url",
+    "api_key", "api_type", "api_version"}, ...]}`. `model`, when given, must be served by that
+    config: it becomes the optimizer's model, or picks the config_list entry whose "model" it is.
+    """
+    key: str | None = None
+    autogen = isinstance(llm_config, Mapping) and "config_list" in llm_config
+    if llm_config is None:
+        config = load_config(env=env)
+    elif isinstance(llm_config, LLMConfig):
+        config = llm_config
+    elif autogen:
+        config, key = _from_autogen(llm_config, model, env)
+    elif isinstance(llm_config, Mapping):
+        table = llm_config.get("llm", llm_config)
+        if not isinstance(table, Mapping):
+            raise ConfigError("llm_config: its 'llm' entry must be a table")
+        config = config_from_dict(table, env=env, where="llm_config")
+    else:
+        raise ConfigError(f"llm_config must be None, an LLMConfig, a loaded fnforge.toml or "
+                          f"AutoGen's {{'config_list': [...]}}, not {type(llm_config).__name__}")
+    if model is not None and not autogen:
+        roles = dict(config.roles)
+        roles["optimizer"] = RoleConfig(model=model,
+                                        temperature=roles["optimizer"].temperature,
+                                        max_tokens=roles["optimizer"].max_tokens)
+        config = replace(config, roles=roles)
+    return config, key
+
+
+def _from_autogen(llm_config: Mapping[str, Any], model: str | None,
+                  env: Mapping[str, str] | None) -> tuple[LLMConfig, str | None]:
+    entries = llm_config["config_list"]
+    if not isinstance(entries, list) or not entries or not all(
+            isinstance(e, Mapping) and isinstance(e.get("model"), str) for e in entries):
+        raise ConfigError("llm_config['config_list'] must be a non-empty list of entries, each "
+                          "with a 'model'")
+    chosen = entries[0] if model is None else next(
+        (e for e in entries if e["model"] == model), None)
+    if chosen is None:
+        served = ", ".join(sorted({str(e["model"]) for e in entries}))
+        raise ConfigError(f"no entry of llm_config['config_list'] serves model {model!r} "
+                          f"(it has: {served}); pass optimizer_model= one of those, or add an "
+                          "entry for it")
+    unknown = set(chosen) - {"model", "base_url", "api_key", "api_type", "api_version",
+                             "azure_endpoint", "price", "tags"}
+    if unknown:
+        raise ConfigError(f"llm_config config_list entry for {chosen['model']!r} has keys "
+                          f"fnforge does not know: {', '.join(sorted(unknown))}")
+    api_type = str(chosen.get("api_type") or "openai")
+    table: dict[str, Any] = {"model": chosen["model"]}
+    if api_type == "azure":
+        table.update(provider="azure",
+                     azure_endpoint=chosen.get("azure_endpoint") or chosen.get("base_url"),
+                     api_version=chosen.get("api_version"), deployment=chosen["model"])
+    elif api_type == "openai":
+        table["provider"] = "openai"
+        if chosen.get("base_url"):
+            table["base_url"] = chosen["base_url"]
+    else:
+        raise ConfigError(f"llm_config api_type {api_type!r} is not supported; use 'openai' "
+                          "(any OpenAI-compatible endpoint) or 'azure'")
+    key = chosen.get("api_key")
+    if key is not None and not isinstance(key, str):
+        raise ConfigError("llm_config config_list api_key must be a string")
+    quiet_env = dict(os.environ if env is None else env)
+    if key:  # the key comes with the entry: the environment's must not decide the provider
+        quiet_env.setdefault("OPENAI_API_KEY", "set-in-code")
+    for name in ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "FNFORGE_LLM_PROVIDER",
+                 "FNFORGE_OPTIMIZER_MODEL", "FNFORGE_ASSISTANT_MODEL"):
+        quiet_env.pop(name, None)  # the entry says where: the environment may not redirect it
+    config = config_from_dict(table, env=quiet_env, where="llm_config['config_list']")
+    return config, key or None

@@ -22,13 +22,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from .config import ConfigError, LLMConfig, RoleConfig
-from .llm_cache import CacheMiss, CacheMode, ResponseCache
+from ..errors import (
+    ConfigError,
+    ContextTooLong,
+    EndpointUnavailable,
+    KeyRejected,
+    LLMError,
+    LLMRequestError,
+    ModelNotFound,
+)
+from .cache import CacheMode, ResponseCache
+from .config import LLMConfig, RoleConfig
 
-__all__ = [
-    "CacheMiss", "ChatResult", "ContextTooLong", "EndpointUnavailable", "KeyRejected",
-    "LLMClient", "LLMError", "LLMRequestError", "ModelNotFound", "ToolCall", "Usage",
-]
+__all__ = ["ChatResult", "LLMClient", "ToolCall", "Usage", "safe_url"]
 
 log = logging.getLogger("fnforge.llm")
 
@@ -39,34 +45,6 @@ _CONTEXT_RE = re.compile(
 _MODEL_RE = re.compile(
     r"model[^.]{0,80}(not found|does not exist|not exist|unknown|no such)|"
     r"(unknown|invalid) model|no such model|deployment[^.]{0,80}(not found|does not exist)", re.I)
-
-
-class LLMError(Exception):
-    """A model call failed in a way the caller should report, with what to do about it."""
-
-
-class KeyRejected(LLMError):
-    """The endpoint refused the API key (HTTP 401/403)."""
-
-
-class ModelNotFound(LLMError):
-    """The endpoint does not serve the configured model or deployment."""
-
-
-class ContextTooLong(LLMError):
-    """The prompt does not fit the model's context window."""
-
-
-class EndpointUnavailable(LLMError):
-    """The endpoint kept failing (429, 5xx, connection errors) until the retries ran out."""
-
-
-class LLMRequestError(LLMError):
-    """Any other refusal by the endpoint (HTTP 4xx)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -144,8 +122,13 @@ class LLMClient:
 
     def __init__(self, config: LLMConfig, *, cache: ResponseCache | None = None,
                  use_config_cache: bool = True, base_url: str | None = None,
+                 api_key: str | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        """`api_key` is for keys handed over in code (an AutoGen config_list); otherwise the key
+        is read from the environment variable the config names. Either way it is kept only to
+        authenticate and to scrub text: it is in no repr, log, record or container."""
         self.config = config
+        self._given_key = api_key
         if cache is None and use_config_cache and config.cache.mode != "off":
             cache = ResponseCache(config.cache.dir, CacheMode(config.cache.mode))
         self.cache = cache
@@ -185,7 +168,7 @@ class LLMClient:
         if self._client is not None:
             return self._client
         cfg = self.config
-        key = cfg.api_key()
+        key = self._given_key or cfg.api_key()
         self._secrets = (key,) if key else ()
         if cfg.provider == "azure":
             if not key:
@@ -197,7 +180,7 @@ class LLMClient:
             return self._client
         base_url = self._base_url_override or cfg.base_url
         if cfg.provider == "local" and base_url is None:
-            from .local_llm import ensure_server  # lazy: tests and remote users never need it
+            from .local import ensure_server  # lazy: tests and remote users never need it
 
             base_url = ensure_server(cfg.local).base_url
         self._endpoint = safe_url(base_url)

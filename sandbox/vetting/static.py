@@ -1,27 +1,52 @@
-"""Vetting stages 1-3 on the host: shape, static AST policy, RestrictedPython compilation.
+"""Vetting stage 2 on the host: the static AST policy (rules are data in sandbox/policy.py).
 
 Pure functions over a FunctionSpec, returning every finding at once (rule id, line, column,
-message), so the optimizer LLM can fix all problems in one revision. The rules are data in
-policy.py; this module is the mechanism.
+message), so the optimizer LLM can fix all problems in one revision.
+
+What this layer is, honestly: a cheap first filter and a record for reviewers. It rejects
+proposals that use known escape routes by name, early and with a reason the optimizer can act on.
+It cannot prove code harmless: Python reaches objects through values the gate never sees (a
+string built at run time, an object returned by a library, a method reached through `type(x)`),
+so the same classes are refused again by value inside the container (runner/guards.py), and the
+container, the kernel filter and a fresh process per call are what hold when both layers miss.
+The gate's work is bounded on hostile input: the nesting depth is checked iteratively before any
+recursive visitor runs, so deeply nested code is a finding, never a RecursionError.
 
 Decisions (documented here because reviewers ask):
 - One top-level `def` named like the spec, plus at most `max_helpers` public helper defs (no `_`
   prefix: RestrictedPython refuses such names) under the same rules. Nested defs and lambdas inside
   functions are fine.
-- Nothing runs at definition time beyond imports, defs and constants: top-level statements are
-  a docstring, imports, defs and `NAME = constant expression` (literals, arithmetic on literals,
-  `math.pi`-style module attributes). Default values are constant expressions too; annotations are
-  type expressions. Decorators are refused except functools' pure memoisers (`lru_cache`, `cache`).
-  Class definitions are refused anywhere: a class body is code executed at definition time,
+- Nothing user-chosen runs at definition time: top-level statements are a docstring, imports,
+  defs and `NAME = constant` (also `A, B = ...`), where a constant is a literal, arithmetic on
+  literals with bounded powers and repeats, an import-rooted attribute (`math.pi`), or a call in
+  CONSTANT_CALLS whose arguments are constants (`INF = float('inf')`, `X = sympy.Symbol('x')`).
+  Default values are constants too; annotations are type expressions (string annotations are
+  parsed and must be type expressions as well: `typing.get_type_hints` evaluates them).
+  Decorators are refused except functools' pure memoisers (`lru_cache`, `cache`). Class
+  definitions are refused anywhere: a class body is code executed at definition time,
   metaclasses and `__init_subclass__` hooks run more, and a `str` subclass can fool a guarded
-  getattr; math helpers do not need classes.
-- `str.format` is allowed on literal format strings whose fields are plain (`{}`, `{0}`, `{n:.3f}`);
-  fields with attribute or index access (`{0.__class__}`, `{x[0]}`) are refused; `format_map` is
-  refused; a non-literal format string is left to the runtime guard (runner/guards.py checks the
-  fields at call time). f-strings are plain expressions and are checked like any other code.
-- sympify/parse_expr/lambdify evaluate strings as Python. They are allowed on data (an expression
-  string passed in by the agent is the main use of math helpers), but string literals in their
-  arguments that name an evaluator, a dangerous module or a dunder are refused.
+  getattr; math helpers do not need classes. Metaclasses reached by name (METACLASS_NAMES),
+  `type()` with more than one argument (also `type(x)(name, bases, ns)`) and class factories with
+  a namespace argument (RUNTIME_CALL_LIMITS: `sympy.Function(name, bases, ns)`) are refused.
+- Dunder and `_` names and attributes are refused, except reads of ALLOWED_DUNDER_ATTRIBUTES
+  (`type(n).__name__`); docstrings may mention dunders, other string literals may not.
+- Modules: imports only from the allowlist; an attribute naming a module the code may not import
+  is refused (policy.module_name_attributes(); names that are also ordinary attributes, such as
+  `np.select`, only on import-rooted chains where a module is clearly meant).
+- Raw memory: `id` is a forbidden builtin; numpy's views over arbitrary addresses and pointers
+  from bytes (`as_strided`, `DummyArray`, `np.core.multiarray.scalar`, `np.rec`, `ndarray(buffer=)`,
+  `resize(refcheck=False)`) are refused by name and call shape; `sliding_window_view` is fine.
+- `str.format` is allowed on literal format strings whose fields are plain or index into an
+  argument (`{}`, `{0}`, `{n:.3f}`, `{0[1]}`); fields with attribute access (`{0.__class__}`) are
+  refused; `format_map` is refused; a non-literal format string is left to the runtime guard
+  (runner/guards.py checks the fields at call time, also for unbound `str.format` reached through
+  any str subclass such as `np.str_`). f-strings are plain expressions and checked like any code.
+- String evaluation: sympify/parse_expr/lambdify, typing's forward references and mpmath.identify
+  evaluate strings as Python. They are allowed on data (an expression string passed in by the
+  agent is the main use of math helpers), but string literals passed to them, or directly to any
+  sympy/mpmath/typing function (which sympify strings), that name an evaluator, a dangerous
+  module or a dunder are refused. The binding check is the audit hook's string-code chokepoint in
+  the container, which sees every route whatever the alias.
 - `except*` is refused (ExceptionGroup type confusion); positional-only parameters are refused on
   the main function (it is called with keyword arguments) and `_` names are refused everywhere
   (shadowing RestrictedPython's guard names).
@@ -30,138 +55,25 @@ Decisions (documented here because reviewers ask):
 from __future__ import annotations
 
 import ast
-import builtins
 import io
-import json
-import keyword
 import re
-import string
 import tokenize
 import unicodedata
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
 
-import jsonschema
+from .. import policy as P
+from ..runner.formats import format_field_problem
+from ..spec import FunctionSpec
+from .report import Finding
 
-from . import policy as P
-from .spec import FunctionSpec
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: a stable rule id (for reviewers and tests) and where it is."""
-
-    rule: str
-    line: int
-    col: int
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["check_static", "nesting_problem"]
 
 
 def _f(rule: str, node: ast.AST | None, message: str) -> Finding:
     line = getattr(node, "lineno", 0) if node is not None else 0
     col = getattr(node, "col_offset", 0) if node is not None else 0
     return Finding(rule, int(line or 0), int(col or 0), message)
-
-
-# ---------------------------------------------------------------- stage 1: shape
-
-def check_shape(spec: FunctionSpec) -> list[Finding]:
-    """Name, description, parameter schema, code size, packages, test arguments."""
-    lim = P.SIZE_LIMITS
-    out: list[Finding] = []
-    name = spec.name
-    if not name.isidentifier() or not name.isascii():
-        out.append(Finding("shape.name", 0, 0, f"name {name!r} is not a Python identifier"))
-    elif keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        out.append(Finding("shape.name", 0, 0, f"name {name!r} is a Python keyword"))
-    elif hasattr(builtins, name):
-        out.append(Finding("shape.name", 0, 0,
-                           f"name {name!r} shadows a Python builtin; choose a descriptive name"))
-    elif name.startswith("_"):
-        out.append(Finding("shape.name", 0, 0, f"name {name!r} must not start with '_'"))
-    if len(name) > lim.max_name_chars:
-        out.append(Finding("shape.name", 0, 0, f"name is longer than {lim.max_name_chars}"))
-    if not spec.description.strip():
-        out.append(Finding("shape.description", 0, 0,
-                           "description is empty: say what the function computes and returns"))
-    elif len(spec.description) > lim.max_description_chars:
-        out.append(Finding("shape.description", 0, 0,
-                           f"description is longer than {lim.max_description_chars} characters"))
-    out.extend(_check_parameters(spec.parameters))
-    if len(spec.code) > lim.max_code_chars:
-        out.append(Finding("shape.code-size", 0, 0,
-                           f"code has {len(spec.code)} characters; the limit is "
-                           f"{lim.max_code_chars}"))
-    if spec.code.count("\n") + 1 > lim.max_code_lines:
-        out.append(Finding("shape.code-size", 0, 0,
-                           f"code has more than {lim.max_code_lines} lines"))
-    pkgs = P.image_packages()
-    for pkg in spec.packages:
-        if not pkgs.accepts(pkg):
-            out.append(Finding("shape.packages", 0, 0,
-                               f"package {pkg!r} is not in the sandbox image (available: "
-                               f"{', '.join(sorted(pkgs.modules))}); nothing is installed at "
-                               "run time"))
-    if len(spec.tests) > lim.max_tests:
-        out.append(Finding("shape.tests", 0, 0, f"more than {lim.max_tests} tests"))
-    if not any(f.rule == "shape.parameters" for f in out):
-        validator = jsonschema.Draft202012Validator(spec.parameters)
-        props = spec.parameters.get("properties", {})
-        required = spec.parameters.get("required", [])
-        for i, test in enumerate(spec.tests):
-            # Sandbox.call refuses arguments that break the schema before the function runs,
-            # so every test (expect_error ones too) must be a valid call
-            unknown = sorted(set(test.args) - set(props))
-            missing = sorted(set(required) - set(test.args))
-            if unknown or missing:
-                out.append(Finding("shape.test-args", 0, 0,
-                                   f"tests[{i}].args: unknown {unknown}, missing {missing}"))
-                continue
-            for err in validator.iter_errors(test.args):
-                out.append(Finding("shape.test-args", 0, 0,
-                                   f"tests[{i}].args do not match parameters: {err.message}"))
-                break
-    return out
-
-
-def _check_parameters(params: dict[str, Any]) -> list[Finding]:
-    out: list[Finding] = []
-
-    def bad(msg: str) -> None:
-        out.append(Finding("shape.parameters", 0, 0, msg))
-
-    try:
-        jsonschema.Draft202012Validator.check_schema(params)
-    except jsonschema.SchemaError as exc:
-        bad(f"parameters is not a valid JSON schema: {exc.message}")
-        return out
-    if params.get("type") != "object":
-        bad('parameters must have "type": "object"')
-    props = params.get("properties", {})
-    if not isinstance(props, dict):
-        bad('parameters.properties must be an object')
-        return out
-    if len(props) > P.SIZE_LIMITS.max_parameters:
-        bad(f"more than {P.SIZE_LIMITS.max_parameters} parameters")
-    for pname, pschema in props.items():
-        if not (pname.isidentifier() and pname.isascii()) or keyword.iskeyword(pname):
-            bad(f"parameter {pname!r} is not a valid Python parameter name")
-        elif pname.startswith("_"):
-            bad(f"parameter {pname!r} must not start with '_'")
-        if not isinstance(pschema, dict):
-            bad(f"parameter {pname!r} needs a schema object")
-    required = params.get("required", [])
-    if not isinstance(required, list):
-        bad("parameters.required must be a list")
-    else:
-        for r in required:
-            if r not in props:
-                bad(f"required parameter {r!r} is not in properties")
-    return out
 
 
 # ---------------------------------------------------------------- stage 2: AST policy
@@ -176,6 +88,9 @@ def check_static(spec: FunctionSpec) -> list[Finding]:
     except (ValueError, MemoryError, RecursionError) as exc:
         return [Finding("static.syntax", 0, 0, f"code cannot be parsed: {exc}")]
     out = list(_check_identifiers(spec.code))
+    deep = _too_deep(tree)
+    if deep is not None:  # every visitor below recurses: stop before they run
+        return [*out, deep]
     nodes = sum(1 for _ in ast.walk(tree))
     if nodes > P.SIZE_LIMITS.max_ast_nodes:
         out.append(Finding("static.size", 0, 0,
@@ -184,6 +99,30 @@ def check_static(spec: FunctionSpec) -> list[Finding]:
     checker = _Checker(spec, tree)
     out.extend(checker.run())
     return sorted(set(out), key=lambda f: (f.line, f.col, f.rule, f.message))
+
+
+def nesting_problem(code: str) -> Finding | None:
+    """A `static.nesting` finding when the code nests deeper than max_ast_depth, else None (also
+    when it does not parse: the caller reports that). Iterative, so hostile nesting costs time
+    linear in its size and never recursion."""
+    try:
+        tree = ast.parse(code, filename=P.USER_FILENAME)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    return _too_deep(tree)
+
+
+def _too_deep(tree: ast.AST) -> Finding | None:
+    limit = P.SIZE_LIMITS.max_ast_depth
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return _f("static.nesting", node,
+                      f"code nests deeper than {limit} levels (expressions or statements "
+                      "inside each other); flatten it with intermediate variables")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return None
 
 
 def _check_identifiers(code: str) -> Iterator[Finding]:
@@ -202,6 +141,7 @@ def _check_identifiers(code: str) -> Iterator[Finding]:
 
 _TYPE_EXPR_NODES = (ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.Tuple, ast.List,
                     ast.BinOp, ast.Load, ast.BitOr)
+_MAX_STRING_ANNOTATION = 200
 
 
 class _Checker(ast.NodeVisitor):
@@ -214,10 +154,14 @@ class _Checker(ast.NodeVisitor):
         self.aliases: dict[str, str] = {}  # local name -> dotted module path it was imported as
         self.module_consts: set[str] = set()
         self.except_names: set[str] = set()
+        self.docstrings: set[int] = set()  # ids of docstring Constant nodes
         self.scopes: list[set[str]] = []
         self.assigned: list[dict[str, list[ast.expr]]] = []  # per function: name -> values
         self.dunder_re = re.compile(P.DUNDER_STRING_PATTERN)
         self.sink_res = [re.compile(p) for p in P.EVAL_SINK_PATTERNS]
+        self.module_names = P.module_name_attributes()
+        self.module_names_rooted = (P.FORBIDDEN_MODULES | self.module_names) - \
+            P.allowed_modules() - P.MODULE_NAME_COLLISIONS
 
     def add(self, rule: str, node: ast.AST | None, message: str) -> None:
         self.out.append(_f(rule, node, message))
@@ -234,6 +178,12 @@ class _Checker(ast.NodeVisitor):
                     self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
             elif isinstance(node, ast.ExceptHandler) and node.name:
                 self.except_names.add(node.name)
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef
+                          | ast.ClassDef) and node.body:
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                        and isinstance(first.value.value, str):
+                    self.docstrings.add(id(first.value))
         self._check_toplevel()
         self.scopes.append(_bound_names(self.tree.body))
         self.visit(self.tree)
@@ -259,14 +209,17 @@ class _Checker(ast.NodeVisitor):
                 continue
             if isinstance(stmt, ast.Assign | ast.AnnAssign):
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                names = [n for t in targets for n in _plain_targets(t)]
                 value = stmt.value
-                if all(isinstance(t, ast.Name) for t in targets) and value is not None \
+                if all(n is not None for n in names) and value is not None \
                         and self._is_const(value):
-                    self.module_consts.update(t.id for t in targets if isinstance(t, ast.Name))
+                    self.module_consts.update(n for n in names if n is not None)
                     continue
                 self.add("static.toplevel", stmt,
-                         "top-level assignments must bind a name to a constant expression "
-                         "(literals and arithmetic on them); compute values inside the function")
+                         "top-level assignments must bind names to a constant expression "
+                         "(literals, arithmetic on them, or calls such as float('inf') or "
+                         "sympy.Symbol('x') on constants); compute other values inside the "
+                         "function")
                 continue
             if isinstance(stmt, ast.ClassDef | ast.AsyncFunctionDef):
                 continue  # reported by the visitor
@@ -335,26 +288,59 @@ class _Checker(ast.NodeVisitor):
                 if not (isinstance(r, ast.Constant) and isinstance(r.value, int | float)
                         and abs(r.value) <= P.SIZE_LIMITS.max_const_pow_exponent):
                     return False
+            if isinstance(node.op, ast.Mult) and not _small_repeat(node):
+                return False
             return self._is_const(node.left) and self._is_const(node.right)
         if isinstance(node, ast.Name):
             return node.id in self.module_consts or node.id in ("None", "True", "False")
         if isinstance(node, ast.Attribute):
             root = _chain_root(node)
             return root is not None and root in self.aliases and not node.attr.startswith("_")
+        if isinstance(node, ast.Call):
+            return self._call_path(node.func) in P.CONSTANT_CALLS and \
+                all(self._is_const(a) for a in node.args) and \
+                all(k.arg is not None and self._is_const(k.value) for k in node.keywords)
         return False
 
-    def _is_type_expr(self, node: ast.AST) -> bool:
-        return all(isinstance(n, _TYPE_EXPR_NODES) for n in ast.walk(node)) and all(
-            isinstance(n.op, ast.BitOr) for n in ast.walk(node) if isinstance(n, ast.BinOp))
+    def _call_path(self, func: ast.expr) -> str | None:
+        """What a call's target names: a builtin (not rebound at top level) or an import-rooted
+        dotted path (`sp.Symbol` -> `sympy.Symbol`)."""
+        if isinstance(func, ast.Name) and func.id not in self.aliases:
+            top = self.scopes[0] if self.scopes else _bound_names(self.tree.body)
+            return None if func.id in top else func.id
+        return self._resolve(func)
+
+    def _is_type_expr(self, node: ast.AST, depth: int = 0) -> bool:
+        """A plain type expression; string constants in it (forward references, which
+        typing.get_type_hints evaluates) must parse as type expressions too."""
+        for n in ast.walk(node):
+            if not isinstance(n, _TYPE_EXPR_NODES):
+                return False
+            if isinstance(n, ast.BinOp) and not isinstance(n.op, ast.BitOr):
+                return False
+            if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                if depth > 0 or len(n.value) > _MAX_STRING_ANNOTATION:
+                    return False
+                try:
+                    inner = ast.parse(n.value.strip(), mode="eval").body
+                except (SyntaxError, ValueError, MemoryError, RecursionError):
+                    return False
+                if _too_deep(inner) is not None or not self._is_type_expr(inner, depth + 1):
+                    return False
+                for sub in ast.walk(inner):
+                    for ident in _identifiers(sub):
+                        self._check_identifier(ident, node)
+        return True
 
     def _resolve(self, node: ast.AST) -> str | None:
         """Dotted module path of an import-rooted chain (`np.linalg` -> `numpy.linalg`)."""
-        if isinstance(node, ast.Name):
-            return self.aliases.get(node.id)
-        if isinstance(node, ast.Attribute):
-            base = self._resolve(node.value)
-            return f"{base}.{node.attr}" if base else None
-        return None
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id not in self.aliases:
+            return None
+        return ".".join([self.aliases[node.id], *reversed(parts)])
 
     def _bound(self, name: str) -> bool:
         return any(name in s for s in self.scopes)
@@ -366,7 +352,7 @@ class _Checker(ast.NodeVisitor):
                 and not self._bound(node.id):
             self.add("static.builtin", node,
                      f"{node.id!r} is not available to generated functions (it evaluates code, "
-                     "looks names up by string, introspects or does I/O)")
+                     "looks names up by string, introspects, does I/O or hands out addresses)")
 
     def _check_identifier(self, ident: str, node: ast.AST) -> None:
         if ident.startswith("__") and ident.endswith("__") and len(ident) > 4:
@@ -384,21 +370,33 @@ class _Checker(ast.NodeVisitor):
     def _check_annotation(self, node: ast.AST) -> None:
         if not self._is_type_expr(node):
             self.add("static.annotation", node,
-                     "annotations must be plain type expressions (they run at definition time)")
+                     "annotations must be plain type expressions (they run at definition time, "
+                     "and typing.get_type_hints evaluates string annotations)")
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._check_annotation(node.annotation)
+        self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         attr = node.attr
         if attr.startswith("__") and attr.endswith("__"):
-            self.add("static.dunder", node, f"dunder attribute {attr!r} is not allowed")
+            if attr not in P.ALLOWED_DUNDER_ATTRIBUTES or not isinstance(node.ctx, ast.Load):
+                self.add("static.dunder", node, f"dunder attribute {attr!r} is not allowed"
+                         + (f" (only reading {', '.join(sorted(P.ALLOWED_DUNDER_ATTRIBUTES))} "
+                            "is)" if attr in P.ALLOWED_DUNDER_ATTRIBUTES else ""))
         elif attr.startswith("_"):
             self.add("static.private-attr", node,
                      f"attribute {attr!r} starts with '_': private attributes are off limits")
         elif attr in P.DANGEROUS_ATTRIBUTES:
             self.add("static.attribute", node,
-                     f"attribute {attr!r} reaches interpreter internals, files or FFI")
-        elif attr in P.MODULE_NAME_ATTRIBUTES:
+                     f"attribute {attr!r} reaches interpreter internals, raw memory, files, "
+                     "processes or FFI")
+        elif attr in self.module_names:
             self.add("static.module-attr", node,
-                     f"attribute {attr!r} names a forbidden module")
+                     f"attribute {attr!r} names a module generated code may not use")
+        elif attr in P.METACLASS_NAMES:
+            self.add("static.metaclass", node,
+                     f"attribute {attr!r} is a metaclass: calling it creates classes")
         else:
             base = self._resolve(node.value)
             if base is not None:
@@ -411,7 +409,7 @@ class _Checker(ast.NodeVisitor):
 
     def _check_module_path(self, base: str, attr: str, node: ast.AST) -> None:
         full = f"{base}.{attr}"
-        if attr in P.FORBIDDEN_MODULES:
+        if attr in self.module_names_rooted:
             self.add("static.module-attr", node,
                      f"{full} reaches the forbidden module {attr!r} through an allowed one")
         elif any(full == s or full.startswith(s + ".") for s in P.FORBIDDEN_SUBMODULES):
@@ -419,7 +417,7 @@ class _Checker(ast.NodeVisitor):
         elif attr in P.FORBIDDEN_MODULE_ATTRIBUTES.get(base, frozenset()):
             self.add("static.module-attr", node,
                      f"{full} is not available to generated functions (files, tests, "
-                     "subprocesses or sessions)")
+                     "subprocesses, sessions or raw memory)")
         elif attr in P.FORBIDDEN_BUILTINS:
             self.add("static.builtin", node, f"{full} is an evaluator or introspection helper")
 
@@ -427,7 +425,7 @@ class _Checker(ast.NodeVisitor):
         v = node.value
         if isinstance(v, str | bytes):
             text = v if isinstance(v, str) else v.decode("latin-1")
-            if self.dunder_re.search(text):
+            if id(node) not in self.docstrings and self.dunder_re.search(text):
                 self.add("static.dunder-string", node,
                          "string literal names a dunder attribute (raw material of "
                          "getattr-by-string escapes)")
@@ -463,8 +461,11 @@ class _Checker(ast.NodeVisitor):
                 self._check_identifier(a.asname, node)
             if a.name in P.DANGEROUS_ATTRIBUTES:
                 self.add("static.attribute", node, f"{mod}.{a.name} is off limits")
-            elif a.name in P.MODULE_NAME_ATTRIBUTES:
+            elif a.name in self.module_names:
                 self.add("static.module-attr", node, f"{mod}.{a.name} names a forbidden module")
+            elif a.name in P.METACLASS_NAMES:
+                self.add("static.metaclass", node,
+                         f"{mod}.{a.name} is a metaclass: calling it creates classes")
             elif not a.name.startswith("_"):
                 self._check_module_path(mod, a.name, node)
 
@@ -532,18 +533,24 @@ class _Checker(ast.NodeVisitor):
     def visit_keyword(self, node: ast.keyword) -> None:
         if node.arg is not None:
             self._check_identifier(node.arg, node)
-            if node.arg == "allow_pickle":
-                self.add("static.pickle", node, "unpickling is not allowed")
+            denied = P.DENIED_KEYWORDS.get(node.arg)
+            if denied is not None:
+                self.add(denied[0], node, f"keyword {node.arg!r}: {denied[1]}")
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         fname = func.id if isinstance(func, ast.Name) else \
             func.attr if isinstance(func, ast.Attribute) else None
+        n_args = len(node.args) + len(node.keywords)
         if isinstance(func, ast.Name) and func.id == "type" and not self._bound("type") \
-                and len(node.args) + len(node.keywords) != 1:
+                and n_args != 1:
             self.add("static.type-call", node, "type() with more than one argument creates "
                      "classes; only type(x) is allowed")
+        if isinstance(func, ast.Call) and isinstance(func.func, ast.Name) \
+                and func.func.id == "type" and not self._bound("type") and n_args >= 3:
+            self.add("static.type-call", node, "calling type(x) with three arguments calls a "
+                     "metaclass: it creates classes")
         if isinstance(func, ast.Name) and func.id == "hasattr" and not self._bound("hasattr"):
             name = node.args[1] if len(node.args) > 1 else None
             if not (isinstance(name, ast.Constant) and isinstance(name.value, str)
@@ -552,25 +559,58 @@ class _Checker(ast.NodeVisitor):
                          "attribute name")
         if isinstance(func, ast.Attribute) and func.attr == "format":
             self._check_format_call(func, node)
+        path = self._resolve(func)
+        if path is not None:
+            self._check_call_limits(path, node)
         if fname in P.EVAL_SINKS and (isinstance(func, ast.Attribute) or fname in self.aliases):
-            self._check_eval_sink(fname, node)
+            self._check_eval_sink(fname, node, follow=True)
+        elif path is not None and path.split(".")[0] in P.STRING_EVALUATING_PACKAGES \
+                and fname not in P.STRING_SAFE_CALLS:
+            self._check_eval_sink(fname or path, node, follow=False)
         self.generic_visit(node)
+
+    def _check_call_limits(self, path: str, node: ast.Call) -> None:
+        """RUNTIME_CALL_LIMITS, applied to a call whose import-rooted path has the same package
+        and the same last name as a limited callable (`sp.Function('f', bases, namespace)`)."""
+        root, leaf = path.split(".")[0], path.rsplit(".", 1)[-1]
+        for key, limits in P.RUNTIME_CALL_LIMITS.items():
+            if key.split(".")[0] != root or key.rsplit(".", 1)[-1] != leaf:
+                continue
+            most = int(limits.get("max_positional", -1))
+            denied = set(limits.get("denied_keywords", ()))
+            starred = any(isinstance(a, ast.Starred) for a in node.args) or \
+                any(k.arg is None for k in node.keywords)
+            bad_kw = sorted(k.arg for k in node.keywords if k.arg is not None and k.arg in denied)
+            if (most >= 0 and (len(node.args) > most or starred)) or bad_kw:
+                self.add("static.call-limit", node,
+                         f"{path}() with {'keyword ' + bad_kw[0] if bad_kw else 'these arguments'}"
+                         f" is refused: {limits.get('why', 'unsafe form')}")
 
     def _check_format_call(self, func: ast.Attribute, node: ast.Call) -> None:
         recv = func.value
         if isinstance(recv, ast.Constant) and isinstance(recv.value, str):
-            problem = _format_problem(recv.value)
+            problem = format_field_problem(recv.value)
             if problem:
                 self.add("static.format", node, f"format string field {problem!r} accesses "
-                         "attributes or items; pass the values themselves")
+                         "attributes; pass the values themselves")
+            return
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            # unbound str.format through str or any str subclass: `np.str_.format("{0.x}", v)`
+            problem = format_field_problem(first.value)
+            if problem:
+                self.add("static.format", node, f"format string field {problem!r} "
+                         "accesses attributes; pass the values themselves")
         elif isinstance(recv, ast.Name) and recv.id == "str" and not self._bound("str"):
-            self.add("static.format", node, "str.format(...) on a computed format string is "
-                     "not allowed; call .format on a literal or use an f-string")
+            self.add("static.format", node, "str.format(...) on a computed format string "
+                     "is not allowed; call .format on a literal or use an f-string")
 
-    def _check_eval_sink(self, fname: str, node: ast.Call) -> None:
+    def _check_eval_sink(self, fname: str, node: ast.Call, follow: bool) -> None:
+        """String literals reaching a string evaluator must be mathematics, not code. With
+        `follow`, local names in the arguments are followed (3 assignments deep) too."""
         parts: list[str] = []
         uses_chr = False
-        local = self.assigned[-1] if self.assigned else {}
+        local = self.assigned[-1] if self.assigned and follow else {}
         todo: list[tuple[ast.expr, int]] = [(a, 0) for a in node.args]
         todo += [(k.value, 0) for k in node.keywords]
         seen: set[int] = set()
@@ -579,7 +619,7 @@ class _Checker(ast.NodeVisitor):
             if id(expr) in seen:
                 continue
             seen.add(id(expr))
-            for sub in ast.walk(expr):
+            for sub in _walk_sink_argument(expr, follow):
                 if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
                     parts.append(sub.value)
                 elif isinstance(sub, ast.Name):
@@ -592,7 +632,7 @@ class _Checker(ast.NodeVisitor):
                     uses_chr = True
         joined = "".join(parts)
         hit = next((r.pattern for r in self.sink_res if r.search(joined)), None)
-        if hit or uses_chr:
+        if hit or (uses_chr and follow):
             self.add("static.eval-sink", node,
                      f"{fname}() evaluates strings as Python; its string literals must be "
                      "mathematical expressions, not code (found "
@@ -604,20 +644,49 @@ def _import_msg(mod: str) -> str:
     return f"import of {mod!r} is not allowed; allowed modules: {allowed}"
 
 
-def _format_problem(fmt: str) -> str | None:
-    """The first field of a format string that does attribute or item access, if any."""
-    try:
-        parsed = list(string.Formatter().parse(fmt))
-    except (ValueError, IndexError):
-        return fmt[:40]
-    for _lit, field, spec, _conv in parsed:
-        if field and ("." in field or "[" in field):
-            return field
-        if spec:
-            inner = _format_problem(spec)
-            if inner:
-                return inner
-    return None
+def _small_repeat(node: ast.BinOp) -> bool:
+    """`seq * n` in a constant repeats a literal at most max_const_repeat times."""
+    limit = P.SIZE_LIMITS.max_const_repeat
+    for seq, count in ((node.left, node.right), (node.right, node.left)):
+        if isinstance(seq, ast.Tuple | ast.List) or (
+                isinstance(seq, ast.Constant) and isinstance(seq.value, str | bytes)):
+            return isinstance(count, ast.Constant) and isinstance(count.value, int) \
+                and not isinstance(count.value, bool) and count.value <= limit
+    return True
+
+
+def _plain_targets(target: ast.expr) -> list[str | None]:
+    """Names bound by a top-level assignment target; None for anything but names and tuples of
+    names (subscripts and attributes run code)."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, ast.Tuple | ast.List):
+        return [n for elt in target.elts for n in _plain_targets(elt)]
+    return [None]
+
+
+def _identifiers(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        return [node.attr]
+    return []
+
+
+def _walk_sink_argument(expr: ast.expr, follow: bool) -> Iterator[ast.AST]:
+    """The nodes of an eval-sink argument; without `follow`, nested calls to functions that
+    never evaluate strings (`Symbol('lambda')`) are not entered."""
+    queue: deque[ast.AST] = deque([expr])  # breadth first, left to right: "ev" + "al" is "eval"
+    while queue:
+        node = queue.popleft()
+        yield node
+        if not follow and isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) \
+                else None
+            if name in P.STRING_SAFE_CALLS:
+                continue
+        queue.extend(ast.iter_child_nodes(node))
 
 
 def _chain_root(node: ast.AST) -> str | None:
@@ -673,34 +742,3 @@ def _function_scope(node: ast.FunctionDef | ast.Lambda) -> set[str]:
     names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
     body = node.body if isinstance(node, ast.FunctionDef) else [ast.Expr(node.body)]
     return names | _bound_names(body)
-
-
-# ---------------------------------------------------------------- stage 3: RestrictedPython
-
-_RP_LINE = re.compile(r"Line (\d+):\s*(.*)", re.S)
-
-
-def check_restricted(code: str) -> list[Finding]:
-    """RestrictedPython must accept the code; each of its errors becomes a finding."""
-    from RestrictedPython.compile import compile_restricted_exec
-
-    try:
-        result = compile_restricted_exec(code, filename=P.USER_FILENAME)
-    except (SyntaxError, ValueError, TypeError) as exc:
-        return [Finding("restricted.compile", 0, 0, str(exc))]
-    out = []
-    for err in result.errors:
-        m = _RP_LINE.match(err)
-        line, msg = (int(m.group(1)), m.group(2)) if m else (0, err)
-        out.append(Finding("restricted.compile", line, 0, msg.strip()))
-    return out
-
-
-def static_report(spec: FunctionSpec) -> dict[str, list[Finding]]:
-    """All three host-side stages (for tests and the CLI); vet.py times them separately."""
-    return {"shape": check_shape(spec), "static": check_static(spec),
-            "restricted": check_restricted(spec.code)}
-
-
-def findings_json(findings: Iterable[Finding]) -> str:
-    return json.dumps([f.to_dict() for f in findings], indent=2)

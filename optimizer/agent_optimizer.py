@@ -1,0 +1,500 @@
+"""AgentOptimizer: the learning step. An agent's functions are its weights; after each epoch an
+optimizer LLM reads the conversations and proposes to add, revise or remove functions.
+
+Upstream's API, so an AutoGen/AG2 user switches by changing one import:
+
+    optimizer = AgentOptimizer(max_actions_per_step=3, llm_config=config, optimizer_model="gpt-4o")
+    for conversation, solved in epoch:
+        optimizer.record_one_conversation(conversation, is_satisfied=solved)
+    register_for_llm, register_for_executor = optimizer.step()
+    for item in register_for_llm:
+        assistant.update_function_signature(**item)
+    user_proxy.register_function(function_map=register_for_executor)
+
+What differs from upstream, on purpose (each is a regression test):
+- every executor name runs its own function, in the sandbox, with its arguments checked against
+  its schema; a removal or a roll-back takes a function out of both returned structures;
+- every add and revise is vetted (sandbox.vet) before it can be applied; a rejected proposal is
+  never applied, and its findings go back to the model for a bounded number of retries;
+- a TERMINATE ends the step's actions; parallel tool calls never exceed max_actions_per_step;
+- step() with nothing recorded, and is_satisfied that is not a bool, are clear errors;
+- prompts are bounded (optimizer/prompts.py);
+- roll-back keeps the best function set and early stop ends training (`should_stop`); the
+  score may come from a held-out validation split (`step(score=...)`), see OptimizerSettings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sandbox import FunctionLibrary, FunctionSpec, Sandbox, VetReport
+from sandbox.files import write_json_atomic
+
+from .actions import (
+    ACTION_NAMES,
+    Action,
+    ActionReply,
+    AddFunction,
+    RemoveFunction,
+    ReviseFunction,
+    Terminate,
+    action_name,
+    request_actions,
+)
+from .errors import ActionParseError, OptimizerStateError
+from .events import Event, EventSink
+from .llm import LLMClient
+from .llm.config import resolve_llm_config
+from .prompts import PromptBudget, Recorded, system_prompt, user_prompt
+from .registration import LLMRegistrar
+
+__all__ = ["AgentOptimizer", "OptimizerSettings", "StepSummary"]
+
+_STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """How the optimizer learns. Defaults follow the paper, except where noted.
+
+    Score: `step(score=None)` uses the share of recorded conversations that were satisfied (the
+    paper's and upstream's training accuracy). The paper's curves overfit (test accuracy peaks
+    before the last epoch), so fnforge's training loop passes the accuracy on a held-out
+    validation split instead; that is the recommended use.
+    """
+
+    retries_per_slot: int = 3  # vetting rejections fed back per action slot
+    parse_attempts: int = 3  # malformed replies re-asked per request
+    ties: Literal["accept", "reject"] = "accept"  # upstream accepts a set that only ties
+    patience: int = 10  # early stop after this many steps without improvement (paper: 10)
+    budget: PromptBudget = field(default_factory=PromptBudget)
+    temperature: float | None = None  # None: the optimizer role's own (fnforge.toml)
+    max_tokens: int | None = 1500  # one action, code included
+    seed: int | None = None
+    call_timeout: float | None = None  # seconds per executor call; None: the sandbox's default
+    snapshot_dir: Path | None = None  # a library JSON after every step, when set
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["snapshot_dir"] = str(self.snapshot_dir) if self.snapshot_dir else None
+        return data
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    step: int
+    score: float
+    decision: str
+    library_version: int
+    functions: list[str]
+    proposals: int
+    applied: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    seconds_llm: float
+    seconds_vetting: float
+
+
+ExecutorMap = dict[str, Callable[..., Any] | None]
+
+
+class AgentOptimizer:
+    """Learns a FunctionLibrary from recorded conversations; see the module doc."""
+
+    def __init__(self, max_actions_per_step: int = 3, llm_config: Any = None,
+                 optimizer_model: str | None = None, *, sandbox: Sandbox | None = None,
+                 library: FunctionLibrary | None = None,
+                 settings: OptimizerSettings | None = None, events: EventSink | None = None,
+                 client: LLMClient | None = None) -> None:
+        if not isinstance(max_actions_per_step, int) or max_actions_per_step < 1:
+            raise ValueError("max_actions_per_step must be a positive integer")
+        self.max_actions_per_step = max_actions_per_step
+        self.settings = settings or OptimizerSettings()
+        if self.settings.ties not in ("accept", "reject") or self.settings.patience < 1:
+            raise ValueError("settings: ties must be 'accept' or 'reject', patience at least 1")
+        if client is None:
+            config, key = resolve_llm_config(llm_config, optimizer_model)
+            client = LLMClient(config, api_key=key)
+        self.client = client
+        self.optimizer_model = client.config.role("optimizer").model
+        self._events = events
+        self._own_sandbox = sandbox is None
+        self.sandbox = sandbox if sandbox is not None else Sandbox()
+        if self._own_sandbox:
+            self.sandbox.start()
+        self._initial = (library or FunctionLibrary()).to_dict()
+        self.library = library if library is not None else FunctionLibrary()
+        self.registrar = LLMRegistrar()
+        self._fresh_state()
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def __enter__(self) -> AgentOptimizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the sandbox if this optimizer opened it (and the LLM client)."""
+        if self._own_sandbox:
+            self.sandbox.close()
+        self.client.close()
+
+    def _fresh_state(self) -> None:
+        self._recorded: list[Recorded] = []
+        self._failures: list[dict[str, Any]] = []
+        self._best_version: int | None = None
+        self.best_score: float | None = None
+        self._steps_without_improvement = 0
+        self._stopped = False
+        self.step_count = 0
+        self.history: list[StepSummary] = []
+
+    def reset_optimizer(self) -> None:
+        """Forget everything learned: recorded conversations, scores, failure experience; the
+        library goes back to the one the optimizer started from."""
+        self.library = FunctionLibrary.from_dict(self._initial)
+        self._fresh_state()
+
+    # -- the API ----------------------------------------------------------------------------------
+    def record_one_conversation(self, conversation_history: Sequence[Mapping[str, Any]],
+                                is_satisfied: bool | None = None) -> None:
+        """Keep one conversation (OpenAI message format) and whether its answer was right."""
+        if not isinstance(is_satisfied, bool):
+            raise ValueError("is_satisfied must be True or False (was the conversation's answer "
+                             f"right?), not {is_satisfied!r}; fnforge never asks on stdin")
+        if isinstance(conversation_history, str | bytes) or not all(
+                isinstance(m, Mapping) and "role" in m for m in conversation_history):
+            raise ValueError("conversation_history must be a list of OpenAI messages "
+                             "({'role': ..., 'content': ...})")
+        self._recorded.append(Recorded([dict(m) for m in deepcopy(list(conversation_history))],
+                                       is_satisfied))
+
+    @property
+    def should_stop(self) -> bool:
+        """True once `patience` steps in a row have not improved on the best score."""
+        return self._stopped
+
+    @property
+    def recorded(self) -> int:
+        return len(self._recorded)
+
+    def step(self, score: float | None = None) -> tuple[list[dict[str, Any]], ExecutorMap]:
+        """Judge the function set used since the last step, keep or roll back, then propose up
+        to max_actions_per_step vetted changes. Returns (register_for_llm,
+        register_for_executor) in upstream's formats, relative to what the agents have now."""
+        if not self._recorded:
+            raise OptimizerStateError("step() needs recorded conversations: call "
+                                      "record_one_conversation() for each one of the epoch first")
+        if score is None:
+            score = sum(c.satisfied for c in self._recorded) / len(self._recorded)
+        if isinstance(score, bool) or not isinstance(score, int | float) or \
+                not math.isfinite(score) or not 0.0 <= score <= 1.0:
+            raise ValueError(f"score must be a number between 0 and 1, not {score!r}")
+        started = time.monotonic()
+        self.step_count += 1
+        self._clock = {"llm": 0.0, "vetting": 0.0}
+        self._counts = {"proposals": 0, "applied": 0, "prompt": 0, "completion": 0}
+        self._proposals: list[dict[str, Any]] = []
+        decision = self._decide(float(score))
+        if not self._stopped:
+            self._propose()
+        self._recorded = []
+        register_for_llm, register_for_executor = self._updates()
+        summary = StepSummary(
+            step=self.step_count, score=float(score), decision=decision,
+            library_version=self.library.version, functions=self.library.names(),
+            proposals=self._counts["proposals"], applied=self._counts["applied"],
+            prompt_tokens=self._counts["prompt"], completion_tokens=self._counts["completion"],
+            seconds=round(time.monotonic() - started, 3),
+            seconds_llm=round(self._clock["llm"], 3),
+            seconds_vetting=round(self._clock["vetting"], 3))
+        self.history.append(summary)
+        snapshot = self._snapshot(summary)
+        self._emit("step", {**asdict(summary), "snapshot": str(snapshot) if snapshot else None})
+        return register_for_llm, register_for_executor
+
+    def best_library(self) -> FunctionLibrary:
+        """The best function set so far (what to evaluate or deploy)."""
+        best = FunctionLibrary.from_dict(self.library.to_dict())
+        if self._best_version is not None and self._best_version != best.version:
+            best.restore(self._best_version)
+        return best
+
+    # -- roll-back and early stop ----------------------------------------------------------------
+    def _decide(self, score: float) -> str:
+        trial = self.library.version
+        if self.best_score is None or self._best_version is None:
+            self._best_version, self.best_score, decision = trial, score, "first"
+        elif score > self.best_score:
+            self._best_version, self.best_score, decision = trial, score, "accepted"
+            self._steps_without_improvement = 0
+        elif score == self.best_score and self.settings.ties == "accept":
+            self._best_version, decision = trial, "accepted_tie"
+            self._steps_without_improvement += 1
+        else:
+            decision = "rolled_back" if score < self.best_score else "tie_rejected"
+            if self._signature(trial) != self._signature(self._best_version):
+                self._failures.append({"score": score, "version": trial, "functions": {
+                    s.name: s.description for s in self._specs_at(trial)}})
+                self.library.restore(self._best_version)
+            self._steps_without_improvement += 1
+        if self._steps_without_improvement >= self.settings.patience and not self._stopped:
+            self._stopped = True
+            if self._signature(self.library.version) != self._signature(self._best_version):
+                self.library.restore(self._best_version)
+            self._emit("early_stop", {"steps_without_improvement":
+                                      self._steps_without_improvement,
+                                      "patience": self.settings.patience})
+        self._emit("decision", {"score": score, "best_score": self.best_score,
+                                "decision": decision, "library_version": self.library.version,
+                                "failures": len(self._failures)})
+        return decision
+
+    def _specs_at(self, version: int) -> list[FunctionSpec]:
+        state = next(v for v in self.library.history if v.number == version)
+        return [state.specs[n] for n in sorted(state.specs)]
+
+    def _signature(self, version: int) -> tuple[str, ...]:
+        return tuple(s.spec_hash for s in self._specs_at(version))
+
+    # -- proposals --------------------------------------------------------------------------------
+    def _allowed(self) -> list[str]:
+        if len(self.library) == 0:  # nothing to revise or remove: a small model needs fewer choices
+            return ["add_function", "terminate"]
+        return list(ACTION_NAMES)
+
+    def _propose(self) -> None:
+        allowed = self._allowed()
+        user, stats = user_prompt(self.library.specs(), self._failures, self._recorded,
+                                  self.settings.budget, allowed)
+        self._emit("prompt", asdict(stats))
+        base = [{"role": "system", "content": system_prompt()},
+                {"role": "user", "content": user}]
+        transcript: list[dict[str, Any]] = []
+        slots_used = tries = 0
+        while slots_used < self.max_actions_per_step:
+            allowed = self._allowed()
+            reply = self._ask(base + transcript, allowed, slots_used)
+            if reply is None:
+                return
+            outcomes: list[str] = []
+            for action in reply.actions:
+                if slots_used >= self.max_actions_per_step:
+                    self._emit("dropped", {"action": action_name(action),
+                                           "why": "over max_actions_per_step"})
+                    outcomes.append("Not applied: this step's action budget is used up.")
+                    continue
+                if isinstance(action, Terminate):
+                    self._emit("terminate", {"reason": action.reason})
+                    return
+                applied, feedback = self._apply(action, slots_used + 1, tries + 1)
+                outcomes.append(feedback)
+                tries += 1
+                if applied or tries >= self.settings.retries_per_slot:
+                    slots_used, tries = slots_used + 1, 0
+            transcript += _outcome_messages(reply, outcomes)
+            if tries == 0 and slots_used < self.max_actions_per_step:  # a slot was used up
+                transcript.append({"role": "user", "content": "Propose the next change, or "
+                                   "terminate if the library is good enough."})
+
+    def _ask(self, messages: list[dict[str, Any]], allowed: list[str],
+             slot: int) -> ActionReply | None:
+        t0 = time.monotonic()
+        try:
+            reply = request_actions(self.client, messages, role="optimizer",
+                                    max_attempts=self.settings.parse_attempts,
+                                    temperature=self.settings.temperature,
+                                    max_tokens=self.settings.max_tokens,
+                                    seed=self.settings.seed, allowed=allowed)
+        except ActionParseError as exc:
+            self._clock["llm"] += time.monotonic() - t0
+            self._emit("refused", {"action": None, "name": None,
+                                   "why": f"no usable reply: {exc}", "errors": list(exc.errors)})
+            return None
+        self._clock["llm"] += time.monotonic() - t0
+        for result in reply.results:
+            self._counts["prompt"] += result.prompt_tokens
+            self._counts["completion"] += result.completion_tokens
+            self._emit("llm_call", {
+                "role": "optimizer", "model": result.model, "slot": slot + 1,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens, "attempts": result.attempts,
+                "cached": result.cached, "request": messages,
+                "response": {"text": result.text, "tool_calls": [
+                    {"name": c.name, "arguments": c.arguments} for c in result.tool_calls]},
+                "parse_errors": list(reply.errors)})
+        return reply
+
+    def _apply(self, action: Action, slot: int, attempt: int) -> tuple[bool, str]:
+        """(applied, what to tell the model). Nothing unvetted is ever applied."""
+        name = action.name if isinstance(action, RemoveFunction) else \
+            action.function.name  # type: ignore[union-attr]
+        kind = action_name(action)
+        self._counts["proposals"] += 1
+        exists = name in self.library
+        parent = self.library.get(name).spec_hash if exists else None
+        proposal: dict[str, Any] = {"action": kind, "name": name, "reason": action.reason,
+                                    "slot": slot, "attempt": attempt, "parent": parent}
+        if isinstance(action, AddFunction | ReviseFunction):
+            proposal.update(spec=action.function.to_dict(), code_hash=action.function.code_hash)
+        self._emit("proposal", proposal)
+        self._proposals.append({"action": kind, "name": name, "code_hash": proposal.get(
+            "code_hash"), "outcome": "applied", "why": ""})
+        if isinstance(action, RemoveFunction):
+            if not exists:
+                return self._refuse(kind, name, f"there is no function {name!r} to remove; the "
+                                    f"library has: {', '.join(self.library.names()) or 'none'}")
+            self.library.remove(name)
+            self._counts["applied"] += 1
+            self._emit("applied", {"action": kind, "name": name,
+                                   "version": self.library.version, "code_hash": None})
+            return True, f"Applied: {name} was removed."
+        assert isinstance(action, AddFunction | ReviseFunction)
+        if isinstance(action, AddFunction) and exists:
+            return self._refuse(kind, name, f"{name!r} already exists; use revise_function to "
+                                "change it, or add it under another name")
+        if isinstance(action, ReviseFunction) and not exists:
+            return self._refuse(kind, name, f"there is no function {name!r} to revise; use "
+                                "add_function for a new one")
+        report = self._vet(action.function)
+        if not report.passed:
+            return self._refuse(kind, name, _rejection(report))
+        if isinstance(action, AddFunction):
+            self.library.add(action.function, report)
+        else:
+            self.library.revise(action.function, report)
+        self._counts["applied"] += 1
+        self._emit("applied", {"action": kind, "name": name, "version": self.library.version,
+                               "code_hash": action.function.code_hash})
+        warnings = "; ".join(f.message for f in report.warnings)[:600]
+        note = f" Vetting warnings (not blocking): {warnings}" if warnings else ""
+        return True, f"Applied: {name} passed vetting and is in the library.{note}"
+
+    def _vet(self, spec: FunctionSpec) -> VetReport:
+        t0 = time.monotonic()
+        report = self.sandbox.vet(spec)
+        self._clock["vetting"] += time.monotonic() - t0
+        self._emit("vet", {"name": spec.name, "code_hash": spec.code_hash,
+                           "spec_hash": spec.spec_hash, "passed": report.passed,
+                           "report": report.to_dict()})
+        return report
+
+    def _refuse(self, kind: str, name: str, why: str) -> tuple[bool, str]:
+        self._emit("refused", {"action": kind, "name": name, "why": why})
+        self._proposals[-1].update(outcome="refused", why=why)
+        return False, f"Not applied: {why}"
+
+    # -- what the agents get ----------------------------------------------------------------------
+    def _updates(self) -> tuple[list[dict[str, Any]], ExecutorMap]:
+        before = set(self.registrar.advertised)
+        registration = self.registrar.register(self.library)
+        executor = self.library.register_for_executor(self.sandbox,
+                                                      timeout=self.settings.call_timeout)
+        names = self.library.names()
+        removed = sorted(before - set(names))
+        updates: ExecutorMap = {name: executor[name] for name in names}
+        updates.update({name: None for name in removed})
+        self._emit("registered", {"names": names})
+        if removed:
+            self._emit("removed", {"names": removed})
+        return registration.autogen, updates
+
+    # -- snapshots and state ----------------------------------------------------------------------
+    def _snapshot(self, summary: StepSummary) -> Path | None:
+        directory = self.settings.snapshot_dir
+        if directory is None:
+            return None
+        data = {**self.library.to_dict(), "step": summary.step, "score": summary.score,
+                "decision": summary.decision, "best_score": self.best_score,
+                "best_version": self._best_version, "early_stop": self._stopped,
+                "proposals": self._proposals}
+        path = Path(directory) / f"step-{summary.step:04d}.json"
+        write_json_atomic(path, data)
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a crashed training run needs to resume exactly (no key, no sandbox)."""
+        return {
+            "format": _STATE_FORMAT,
+            "max_actions_per_step": self.max_actions_per_step,
+            "optimizer_model": self.optimizer_model,
+            "settings": self.settings.to_dict(),
+            "library": self.library.to_dict(),
+            "initial_library": self._initial,
+            "best_version": self._best_version,
+            "best_score": self.best_score,
+            "failures": self._failures,
+            "recorded": [{"history": c.history, "satisfied": c.satisfied}
+                         for c in self._recorded],
+            "steps_without_improvement": self._steps_without_improvement,
+            "stopped": self._stopped,
+            "step_count": self.step_count,
+            "history": [asdict(s) for s in self.history],
+            "registrar": self.registrar.to_dict(),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state_dict()` output (the settings stay as constructed)."""
+        if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
+            raise OptimizerStateError("not a saved AgentOptimizer state (or of another format)")
+        try:
+            self.library = FunctionLibrary.from_dict(state["library"])
+            self._initial = dict(state["initial_library"])
+            self._best_version = state["best_version"]
+            self.best_score = state["best_score"]
+            self._failures = [dict(f) for f in state["failures"]]
+            self._recorded = [Recorded(list(c["history"]), bool(c["satisfied"]))
+                              for c in state["recorded"]]
+            self._steps_without_improvement = int(state["steps_without_improvement"])
+            self._stopped = bool(state["stopped"])
+            self.step_count = int(state["step_count"])
+            self.history = [StepSummary(**s) for s in state["history"]]
+            self.registrar = LLMRegistrar.from_dict(state["registrar"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OptimizerStateError(f"the saved optimizer state is damaged: "
+                                      f"{type(exc).__name__}: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        """state_dict() as JSON, written atomically."""
+        write_json_atomic(path, self.state_dict())
+
+    def restore(self, path: str | Path) -> None:
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise OptimizerStateError(f"cannot read optimizer state {path}: {exc}") from None
+        self.load_state(state)
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self._events is not None:
+            self._events(Event(kind, self.step_count, data))
+
+
+def _rejection(report: VetReport) -> str:
+    """Vetting's findings as the model should read them: what to fix, briefly."""
+    lines = [f"{f.rule}" + (f" (line {f.line})" if f.line else "") + f": {f.message}"
+             for f in report.errors][:8]
+    return ("vetting rejected it. Fix these and propose it again:\n- " + "\n- ".join(lines)
+            )[:1500]
+
+
+def _outcome_messages(reply: ActionReply, outcomes: list[str]) -> list[dict[str, Any]]:
+    """The reply and what became of each of its actions, in the protocol's own form."""
+    result = reply.results[-1]
+    if reply.mode == "tools" and result.tool_calls:
+        messages: list[dict[str, Any]] = [result.assistant_message()]
+        for i, call in enumerate(result.tool_calls):
+            text = outcomes[i] if i < len(outcomes) else "Not applied."
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+        return messages
+    return [{"role": "assistant", "content": result.text or ""},
+            {"role": "user", "content": "\n".join(outcomes) or "Nothing was applied."}]

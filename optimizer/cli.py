@@ -1,0 +1,190 @@
+"""`python -m optimizer`: training, evaluation, answer grading and the embedded model.
+
+Exit status, the same for every command (as `python -m sandbox`):
+    0  done
+    1  a negative verdict
+    2  bad input or infrastructure: one message on stderr saying what to do
+    3  an unexpected error inside fnforge (a bug): reported as such
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sandbox import SandboxError
+from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, report_bug
+from sandbox.text import terminal_safe
+
+from .errors import ConfigError, OptimizerError
+
+__all__ = ["main"]
+
+
+def _llm(args: argparse.Namespace) -> int:
+    from .llm.config import load_config
+    from .llm.local import LocalServer, model_file
+
+    server = LocalServer()
+    if args.action == "stop":
+        print("local model server stopped" if server.stop() else "no local model server running")
+        return EXIT_OK
+    if args.action == "status":
+        info = server.status()
+        if info is None:
+            print("no local model server running")
+            return 1
+        print(f"{info.model} at {info.base_url} (pid {info.pid}, log {info.log})")
+        return EXIT_OK
+    local = load_config(args.config).local
+    if args.model:
+        local = replace(local, model=args.model)
+    if args.action == "model":
+        print(model_file(local.model))
+        return EXIT_OK
+    info = server.start(local, port=args.port, strict_port=args.port is not None)
+    print(f"{info.model} ready at {info.base_url} (pid {info.pid}, log {info.log})")
+    print(f"  export OPENAI_BASE_URL={info.base_url}")
+    return EXIT_OK
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from .math.grading import run_grade
+
+    return run_grade(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .runconfig import RunConfig, load_run_config
+    from .train import train
+
+    if args.resume:
+        run_dir, config = Path(args.resume), RunConfig()
+    else:
+        if not args.config:
+            raise ConfigError("train needs --config FILE (e.g. configs/small.toml), or "
+                              "--resume RUN to continue a run")
+        config = load_run_config(args.config)
+        stem = Path(args.config).stem
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / \
+            f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with _local_model(config.llm):
+        train(config, run_dir, resume=bool(args.resume))
+    return EXIT_OK
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from sandbox import FunctionLibrary
+
+    from .evaluate import evaluate
+    from .math import Split
+    from .runconfig import load_run_config, run_config_from_dict
+    from .train import RunDirectory, make_split
+
+    if args.run:
+        run = RunDirectory(Path(args.run))
+        saved, split_data = run.read_json("config.json"), run.read_json("split.json")
+        if saved is None or split_data is None:
+            raise ConfigError(f"{args.run} is not a training run directory (no config.json "
+                              "or split.json)")
+        config = run_config_from_dict(saved, str(run / "config.json"))
+        problems = list(Split.from_dict(split_data).test)
+        library = FunctionLibrary.load(Path(args.library) if args.library else
+                                       run / "library.json")
+        out = Path(args.out) if args.out else run.path
+    else:
+        if not (args.library and args.config):
+            raise ConfigError("eval needs --run RUN, or --library FILE with --config FILE")
+        config = load_run_config(args.config)
+        problems = list(make_split(config.data).test)
+        library = FunctionLibrary.load(args.library)
+        out = Path(args.out) if args.out else Path("runs") / \
+            f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    with _local_model(config.llm):
+        evaluate(config, problems, library, out)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _local_model(llm_table: dict[str, Any]) -> Iterator[None]:
+    """With the embedded model: start its server if none runs, and stop it again afterwards."""
+    from .llm.config import config_from_dict, load_config
+    from .llm.local import LocalServer
+
+    config = config_from_dict(llm_table) if llm_table else load_config()
+    if config.provider != "local":
+        yield
+        return
+    server = LocalServer()
+    started = server.status() is None
+    if started:
+        print(f"starting the embedded model ({config.local.model}) on 127.0.0.1; the first "
+              "start assembles and checks it", file=sys.stderr)
+        server.start(config.local)
+    try:
+        yield
+    finally:
+        if started:
+            server.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .llm.config import LOCAL_MODELS
+    from .llm.local import MODELS
+    from .math.grading import GRADE_HELP, add_grade_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m optimizer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = parser.add_subparsers(dest="group", required=True)
+    llm = groups.add_parser("llm", help="the embedded local model server")
+    llm.add_argument("action", choices=["start", "stop", "status", "model"],
+                     help="model: assemble and verify the model file, print its path")
+    llm.add_argument("--model", choices=LOCAL_MODELS,
+                     help=f"default: llm.local.model, else {next(iter(MODELS))}")
+    llm.add_argument("--port", type=int, help="fail if busy (default: llm.local.port, "
+                     "falling back to a free port if that is busy)")
+    llm.add_argument("--config",
+                     help="TOML config file (default: $FNFORGE_CONFIG or ./fnforge.toml)")
+    grade = groups.add_parser("grade", help="grade {response, reference} JSONL lines",
+                              description=GRADE_HELP)
+    add_grade_arguments(grade)
+    train = groups.add_parser("train", help="train a function library (see configs/)")
+    train.add_argument("--config", help="run configuration (TOML: [data] [train] [episode] "
+                       "[sandbox] [llm])")
+    train.add_argument("--run-dir", help="where the run goes (default runs/NAME-TIME)")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    ev = groups.add_parser("eval", help="the test problems without and with a library, paired")
+    ev.add_argument("--run", help="a training run: its test split and its best library")
+    ev.add_argument("--library", help="a library JSON (with --config, or instead of the run's)")
+    ev.add_argument("--config", help="run configuration, when not evaluating a run")
+    ev.add_argument("--out", help="where eval.json goes (default: the run directory)")
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "llm": _llm, "grade": _grade, "train": _train, "eval": _eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_BAD_INPUT
+    try:
+        return _COMMANDS[args.group](args)
+    except (OptimizerError, SandboxError) as exc:
+        print(f"error: {terminal_safe(exc, 4000)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        report_bug(exc)
+        return EXIT_BUG

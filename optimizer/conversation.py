@@ -1,0 +1,223 @@
+"""One episode: an assistant LLM and a user proxy solve one problem, every line of code in the
+sandbox.
+
+The assistant sees the problem and the library's functions (as tools when it can call tools, and
+by name in the Python it writes either way). The user proxy:
+- runs each tool call as `Sandbox.call` of that function (arguments checked against its schema),
+- runs the Python code blocks of a reply with `Sandbox.run`, the library's functions defined,
+- returns the results as the next messages,
+and the episode ends at a final `\\boxed{}` answer, TERMINATE, the turn limit or the time limit.
+A failed sandbox call is a message for the assistant, not an error; an LLM error, a sandbox
+infrastructure error or a timeout ends the episode with a recorded reason, never the run.
+The history is OpenAI messages, the form the optimizer reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, Sandbox, SandboxError
+
+from .errors import LLMError
+from .llm import ChatResult, LLMClient
+from .math import Grader, Problem, extract_answer
+
+__all__ = ["ConversationResult", "EpisodeSettings", "assistant_system_prompt", "solve"]
+
+CODE_BLOCK = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
+OUTPUT_CHARS = 2000  # of a code block's output or a tool result, shown to the assistant
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    max_turns: int = 6  # assistant replies
+    seconds: float = 600.0  # wall clock of the whole episode
+    call_timeout: float = 10.0  # one function call or code block
+    max_tokens: int | None = 700  # one assistant reply
+    temperature: float | None = 0.0
+
+
+@dataclass
+class ConversationResult:
+    problem_id: str
+    messages: list[dict[str, Any]]
+    answer: str | None
+    correct: bool
+    outcome: str  # answered | terminated | turn_limit | time_limit | llm_error | sandbox_error
+    reason: str
+    turns: int = 0
+    tool_calls: int = 0
+    code_blocks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    functions: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # every sandboxed call, in order
+    grade_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConversationResult:
+        return cls(**data)
+
+
+DEFAULT_EPISODE = EpisodeSettings()
+
+
+def assistant_system_prompt(functions: Sequence[FunctionSpec]) -> str:
+    lines = [
+        "You solve math competition problems. Think step by step. You may write Python to "
+        "compute: put it in one ```python code block``` and it is run for you (sympy, numpy, "
+        "fractions and math are available; print what you need); its output comes back in the "
+        "next message. When you know the answer, reply with it in \\boxed{} and no code.",
+    ]
+    if functions:
+        lines.append("These functions are available, as tools and by name in your Python code "
+                     "(no import needed):")
+        for spec in functions:
+            params = ", ".join(spec.parameters.get("properties", {}))
+            lines.append(f"- {spec.name}({params}): {spec.description}")
+    return "\n".join(lines)
+
+
+def solve(problem: Problem, *, client: LLMClient, sandbox: Sandbox,
+          functions: Sequence[FunctionSpec], grader: Grader,
+          settings: EpisodeSettings = DEFAULT_EPISODE,
+          on_call: Callable[[dict[str, Any]], None] | None = None) -> ConversationResult:
+    """Run one episode and grade it. Never raises for the model's or the code's failures."""
+    started = time.monotonic()
+    by_name = {s.name: s for s in functions}
+    tools = [{"type": "function", "function": {"name": s.name, "description": s.description,
+                                               "parameters": s.parameters}} for s in functions]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": assistant_system_prompt(functions)},
+        {"role": "user", "content": problem.question}]
+    result = ConversationResult(problem.id, messages, None, False, "turn_limit",
+                                f"no final answer in {settings.max_turns} turns",
+                                functions=sorted(by_name))
+
+    def record(call: dict[str, Any]) -> None:
+        result.calls.append(call)
+        if on_call is not None:
+            on_call(call)
+
+    final = ""
+    for turn in range(1, settings.max_turns + 1):
+        if time.monotonic() - started > settings.seconds:
+            result.outcome, result.reason = "time_limit", f"over {settings.seconds:g} s"
+            break
+        try:
+            reply = client.chat("assistant", messages, tools=tools or None,
+                                max_tokens=settings.max_tokens,
+                                temperature=settings.temperature)
+        except LLMError as exc:
+            result.outcome, result.reason = "llm_error", str(exc)[:500]
+            break
+        result.turns = turn
+        result.prompt_tokens += reply.prompt_tokens
+        result.completion_tokens += reply.completion_tokens
+        messages.append(_assistant_message(reply))
+        text = reply.text or ""
+        try:
+            if reply.tool_calls:
+                for call in reply.tool_calls:
+                    result.tool_calls += 1
+                    messages.append(_tool_message(call.id, call.name, call.arguments, by_name,
+                                                  sandbox, settings, record))
+                continue
+            blocks = CODE_BLOCK.findall(text)
+            if blocks:
+                result.code_blocks += 1
+                run = sandbox.run("\n\n".join(blocks), list(by_name.values()),
+                                  timeout=settings.call_timeout)
+                record(_call_record("<code>", "\n\n".join(blocks), run))
+                messages.append({"role": "user", "content": _run_output(run)})
+                continue
+        except SandboxError as exc:  # the engine or a container, not the code: end, recorded
+            result.outcome, result.reason = "sandbox_error", str(exc)[:500]
+            break
+        final = text
+        if extract_answer(text) is not None:
+            result.outcome, result.reason = "answered", "final answer given"
+            break
+        if "TERMINATE" in text:
+            result.outcome, result.reason = "terminated", "TERMINATE without an answer"
+            break
+        messages.append({"role": "user", "content": "Continue. When you are done, give the "
+                         "final answer in \\boxed{}."})
+    final = final or next((str(m.get("content") or "") for m in reversed(messages)
+                           if m.get("role") == "assistant" and m.get("content")), "")
+    grade = grader.grade(final, problem.answer)
+    result.answer, result.correct, result.grade_reason = grade.extracted, grade.correct, \
+        grade.reason
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _assistant_message(reply: ChatResult) -> dict[str, Any]:
+    message = reply.assistant_message()
+    if message.get("content") is None and not message.get("tool_calls"):
+        message["content"] = ""
+    return message
+
+
+def _tool_message(call_id: str, name: str, arguments: str, by_name: dict[str, FunctionSpec],
+                  sandbox: Sandbox, settings: EpisodeSettings,
+                  record: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The result of one tool call as the assistant will read it (errors included)."""
+    def reply(content: str) -> dict[str, Any]:
+        return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+    spec = by_name.get(name)
+    if spec is None:
+        return reply(f"Error: there is no function {name!r}; available: "
+                     f"{', '.join(sorted(by_name)) or 'none'}")
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError as exc:
+        return reply(f"Error: the arguments are not valid JSON ({exc}); call {name} again")
+    if not isinstance(args, dict):
+        return reply(f"Error: the arguments must be a JSON object; call {name} again")
+    try:
+        result = sandbox.call(spec, args, timeout=settings.call_timeout)
+    except InvalidArguments as exc:
+        return reply(f"Error: {exc}")
+    record(_call_record(name, json.dumps(args, sort_keys=True), result))
+    if result.ok:
+        return reply(json.dumps(result.value)[:OUTPUT_CHARS])
+    err = result.error
+    return reply(f"Error: {err.type}: {err.message}"[:OUTPUT_CHARS] if err else "Error")
+
+
+def _call_record(name: str, payload: str, r: CallResult) -> dict[str, Any]:
+    """What the history keeps of a sandboxed call: never the arguments, only their hash."""
+    err = r.error
+    return {"function": name,
+            "args_hash": hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest(),
+            "ok": r.ok, "duration_ms": r.duration_ms,
+            "error_kind": err.kind.value if err else None, "error_type": err.type if err else None,
+            "timed_out": r.timed_out, "oom_killed": r.oom_killed,
+            "output_truncated": r.stdout_truncated or r.stderr_truncated,
+            "exit_code": r.exit_code if isinstance(r, RunResult) else None,
+            "audit": [e.to_dict() for e in r.audit]}
+
+
+def _run_output(run: RunResult) -> str:
+    out = run.stdout.strip()
+    err = run.stderr.strip()
+    parts = [f"exitcode: {run.exit_code} ({'execution succeeded' if run.ok else 'failed'})"]
+    if out:
+        parts.append("output:\n" + out[-OUTPUT_CHARS:])
+    if err:
+        parts.append("error:\n" + err[-OUTPUT_CHARS:])
+    if run.error and not err:
+        parts.append(f"error: {run.error.type}: {run.error.message}"[:OUTPUT_CHARS])
+    return "\n".join(parts)

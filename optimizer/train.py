@@ -1,0 +1,363 @@
+"""Training: epochs of conversations, an optimizer step per epoch, everything in one run directory.
+
+An epoch: the train problems are solved with the current library (several conversations in
+flight) and recorded for the optimizer; the validation problems are solved with the same library
+and their accuracy is the score roll-back and early stop read (OptimizerSettings explains why
+validation, not train); then the optimizer steps. Every finished conversation is appended to the
+journal before anything else happens with it, and the optimizer's state is checkpointed after
+every step, so Ctrl-C or a crash loses nothing finished: `--resume RUN` replays the journal of
+the unfinished epoch into the optimizer and solves only what is missing.
+
+The run directory (README, "Training"):
+    config.json     the resolved configuration      split.json      train/validation/test problems
+    journal.jsonl   one line per finished conversation (epoch, phase, the whole conversation)
+    checkpoint.json the optimizer after the last complete step, and the epoch it finished
+    events.jsonl    the optimizer's events          history.sqlite  the tamper-evident history
+    steps/          the library after every step    metrics.json    accuracy per epoch
+    curves.png      train and validation accuracy, accepted and rolled-back steps marked
+    library.json    the best library (what `eval` uses)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sandbox import FunctionSpec, Sandbox
+from sandbox.files import append_line, write_json_atomic
+from sandbox.text import markup_safe
+
+from .agent_optimizer import AgentOptimizer, OptimizerSettings
+from .conversation import ConversationResult, solve
+from .errors import ConfigError, DatasetError
+from .events import Event
+from .llm import LLMClient
+from .llm.config import resolve_llm_config
+from .math import Grader, Problem, Split, load_gsm8k, load_jsonl, load_math, load_math500, split
+from .prompts import PromptBudget
+from .runconfig import DataConfig, RunConfig, run_config_from_dict
+
+__all__ = ["RunDirectory", "TrainSummary", "make_split", "parallel", "train"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    run_dir: Path
+    epochs: int
+    best_score: float | None
+    stopped_early: bool
+    functions: list[str]
+    seconds: float
+
+
+class RunDirectory:
+    """The files of one run; every write is atomic or an fsync'ed append."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def append_journal(self, record: dict[str, Any], name: str = "journal.jsonl") -> None:
+        append_line(self / name, json.dumps(record, default=str))
+
+    def journal(self, name: str = "journal.jsonl") -> list[dict[str, Any]]:
+        """Every complete line (a line cut short by a crash is ignored: it was never final)."""
+        path = self / name
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json_atomic(self / name, data)
+
+    def read_json(self, name: str) -> Any:
+        try:
+            return json.loads((self / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise ConfigError(f"{self / name} is damaged ({exc}); the run cannot resume from "
+                              "it") from None
+
+
+# -- data -----------------------------------------------------------------------------------------
+def make_split(data: DataConfig) -> Split:
+    """Train and validation from the training file, test from the test file (MATH, GSM8K);
+    MATH-500 and JSONL files have one file, split three ways."""
+    subjects = list(data.subjects) or None
+    levels = list(data.levels) or None
+    if data.dataset in ("math", "gsm8k"):
+        load = load_math if data.dataset == "math" else load_gsm8k
+        learn = split(load("train"), train_per_type=data.train_per_type,
+                      val_per_type=data.val_per_type, test_per_type=0, seed=data.seed,
+                      subjects=subjects, levels=levels)
+        held_out = split(load("test"), train_per_type=0, val_per_type=0,
+                         test_per_type=data.test_per_type, seed=data.seed, subjects=subjects,
+                         levels=levels)
+        return Split(learn.train, learn.validation, held_out.test,
+                     {**learn.params, "test_per_type": data.test_per_type,
+                      "sources": ["train file for train/validation", "test file for test"]})
+    problems = load_math500() if data.dataset == "math500" else load_jsonl(data.file)
+    return split(problems, train_per_type=data.train_per_type, val_per_type=data.val_per_type,
+                 test_per_type=data.test_per_type, seed=data.seed, subjects=subjects,
+                 levels=levels)
+
+
+# -- conversations in flight ----------------------------------------------------------------------
+def parallel(items: Sequence[T], work: Callable[[T], R],
+             concurrency: int) -> Iterator[tuple[T, R]]:
+    """(item, result) as each finishes, `concurrency` at a time, on daemon threads: after
+    Ctrl-C the caller stops reading and leaves, without waiting for an LLM call in flight."""
+    todo: queue.Queue[T | None] = queue.Queue()
+    done: queue.Queue[tuple[T, R] | BaseException] = queue.Queue()
+    for item in items:
+        todo.put(item)
+    workers = max(1, min(concurrency, len(items)))
+    for _ in range(workers):
+        todo.put(None)
+
+    def worker() -> None:
+        while (item := todo.get()) is not None:
+            try:
+                done.put((item, work(item)))
+            except BaseException as exc:  # an error is the caller's to see, not a lost result
+                done.put(exc)
+
+    for _ in range(workers):
+        threading.Thread(target=worker, daemon=True, name="fnforge-episode").start()
+    for _ in range(len(items)):
+        result = done.get()
+        if isinstance(result, BaseException):
+            raise result
+        yield result
+
+
+# -- training -------------------------------------------------------------------------------------
+def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
+          console: Console | None = None, client: LLMClient | None = None,
+          sandbox: Sandbox | None = None,
+          sinks: Sequence[Callable[[Event], None]] = ()) -> TrainSummary:
+    """Train (or continue training) in `run_dir`; see the module doc."""
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    run = RunDirectory(run_dir)
+    config, the_split = _prepare(run, config, resume, console)
+    if client is None:
+        llm, key = resolve_llm_config(config.llm or None)
+        client = LLMClient(llm, api_key=key)
+    with contextlib.ExitStack() as stack:
+        if sandbox is None:
+            sandbox = stack.enter_context(Sandbox(pool_size=config.sandbox.pool_size,
+                                                  runtime=config.sandbox.runtime or None))
+        grader = stack.enter_context(Grader())
+        events = open(run / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        stack.callback(events.close)
+
+        def sink(event: Event) -> None:
+            events.write(json.dumps(event.to_dict(), default=str) + "\n")
+            events.flush()
+            for extra in sinks:
+                extra(event)
+
+        settings = OptimizerSettings(
+            patience=config.train.patience, ties=config.train.ties,
+            budget=PromptBudget(max_prompt_tokens=config.train.max_prompt_tokens),
+            call_timeout=config.episode.call_timeout, snapshot_dir=run / "steps")
+        optimizer = AgentOptimizer(config.train.max_actions_per_step, client=client,
+                                   sandbox=sandbox, settings=settings, events=sink)
+        checkpoint = run.read_json("checkpoint.json")
+        first_epoch = 1
+        if checkpoint is not None:
+            optimizer.load_state(checkpoint["optimizer"])
+            first_epoch = int(checkpoint["epoch"]) + 1
+        metrics: list[dict[str, Any]] = list((checkpoint or {}).get("metrics", []))
+        for epoch in range(first_epoch, config.train.epochs + 1):
+            if optimizer.should_stop:
+                break
+            metrics.append(_epoch(run, config, the_split, epoch, optimizer, client, sandbox,
+                                  grader, console))
+            run.write_json("checkpoint.json", {"epoch": epoch, "metrics": metrics,
+                                               "optimizer": optimizer.state_dict()})
+            run.write_json("metrics.json", metrics)
+            _plot(run, metrics)
+        best = optimizer.best_library()
+        best.save(run / "library.json")
+    summary = TrainSummary(run_dir, len(metrics), optimizer.best_score, optimizer.should_stop,
+                           best.names(), round(time.monotonic() - started, 1))
+    console.print(f"[bold]trained[/] {summary.epochs} epoch(s), best score "
+                  f"{summary.best_score if summary.best_score is not None else '-'}; library: "
+                  f"{markup_safe(', '.join(summary.functions) or 'empty')} -> "
+                  f"{markup_safe(run / 'library.json')}")
+    return summary
+
+
+def _prepare(run: RunDirectory, config: RunConfig, resume: bool,
+             console: Console) -> tuple[RunConfig, Split]:
+    if resume:
+        saved = run.read_json("config.json")
+        split_data = run.read_json("split.json")
+        if saved is None or split_data is None:
+            raise ConfigError(f"{run.path} is not a run directory to resume (no config.json or "
+                              "split.json); start a new run instead")
+        console.print(f"resuming {markup_safe(run.path)}")
+        return run_config_from_dict(saved, str(run / "config.json")), \
+            Split.from_dict(split_data)
+    if run.path.exists() and any(run.path.iterdir()):
+        raise ConfigError(f"{run.path} already holds a run; continue it with --resume "
+                          f"{run.path}, or choose another --run-dir")
+    run.path.mkdir(parents=True, exist_ok=True)
+    try:
+        the_split = make_split(config.data)
+    except (DatasetError, ValueError) as exc:
+        raise ConfigError(f"cannot draw the problems: {exc}") from None
+    run.write_json("config.json", config.to_dict())
+    run.write_json("split.json", the_split.to_dict())
+    console.print(f"run directory {markup_safe(run.path)}: {len(the_split.train)} train, "
+                  f"{len(the_split.validation)} validation, {len(the_split.test)} test problems")
+    return config, the_split
+
+
+def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
+           optimizer: AgentOptimizer, client: LLMClient, sandbox: Sandbox, grader: Grader,
+           console: Console) -> dict[str, Any]:
+    """One epoch: train conversations (recorded), validation conversations (scored), a step."""
+    done = [r for r in run.journal() if r.get("epoch") == epoch]
+    functions = _episode_functions(optimizer, sandbox, run, epoch)
+    results: dict[str, list[ConversationResult]] = {"train": [], "validation": []}
+    for record in done:  # a resumed epoch: what was finished counts, and is not redone
+        result = ConversationResult.from_dict(record["result"])
+        results[record["phase"]].append(result)
+        if record["phase"] == "train":
+            optimizer.record_one_conversation(result.messages, is_satisfied=result.correct)
+    phases = [("train", the_split.train)]
+    if config.train.score == "validation":
+        phases.append(("validation", the_split.validation))
+    for phase, problems in phases:
+        finished = {r.problem_id for r in results[phase]}
+        todo = [p for p in problems if p.id not in finished]
+        with _progress(console) as progress:
+            task = progress.add_task(f"epoch {epoch}/{config.train.epochs} {phase}",
+                                     total=len(problems), completed=len(finished),
+                                     stats=_stats(results[phase]))
+
+            def work(problem: Problem) -> ConversationResult:
+                return solve(problem, client=client, sandbox=sandbox, functions=functions,
+                             grader=grader, settings=config.episode)
+
+            for _, result in parallel(todo, work, config.train.concurrency):
+                run.append_journal({"epoch": epoch, "phase": phase,
+                                    "library_version": optimizer.library.version,
+                                    "result": result.to_dict()})
+                results[phase].append(result)
+                if phase == "train":
+                    optimizer.record_one_conversation(result.messages,
+                                                      is_satisfied=result.correct)
+                progress.update(task, advance=1, stats=_stats(results[phase]))
+    train_acc = _accuracy(results["train"])
+    val_acc = _accuracy(results["validation"]) if config.train.score == "validation" else None
+    decision = "-"
+    if optimizer.recorded:
+        optimizer.step(score=val_acc)
+        decision = optimizer.history[-1].decision
+    line = (f"epoch {epoch}: train {_pct(train_acc)}, validation {_pct(val_acc)}, step "
+            f"{decision}; library: {', '.join(optimizer.library.names()) or 'empty'}")
+    console.print(markup_safe(line))
+    return {"epoch": epoch, "train_accuracy": train_acc, "validation_accuracy": val_acc,
+            "decision": decision, "best_score": optimizer.best_score,
+            "functions_used": [s.name for s in functions],
+            "library_after": optimizer.library.names(),
+            "step": (vars(optimizer.history[-1]) if optimizer.history else None),
+            "usage": client.usage_report()}
+
+
+def _episode_functions(optimizer: AgentOptimizer, sandbox: Sandbox, run: RunDirectory,
+                       epoch: int) -> list[FunctionSpec]:
+    """Before an episode the executor re-checks every function against the current image and
+    policy (cached verdicts: cheap) and leaves out any that no longer passes, saying why."""
+    kept = []
+    for spec in optimizer.library.specs():
+        report = sandbox.vet(spec)
+        if report.passed:
+            kept.append(spec)
+        else:
+            run.append_journal({"epoch": epoch, "left_out": spec.name, "why": [
+                f.message for f in report.errors][:5]}, "excluded.jsonl")
+    return kept
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
+                    transient=False)
+
+
+def _stats(results: Sequence[ConversationResult]) -> str:
+    if not results:
+        return ""
+    right = sum(r.correct for r in results)
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in results)
+    return f"acc {right}/{len(results)}  {tokens / 1000:.1f}k tok"
+
+
+def _accuracy(results: Sequence[ConversationResult]) -> float | None:
+    return sum(r.correct for r in results) / len(results) if results else None
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _plot(run: RunDirectory, metrics: Sequence[dict[str, Any]]) -> None:
+    """curves.png: accuracy per epoch, accepted steps as green triangles, roll-backs as red x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    for key, label in (("train_accuracy", "train"), ("validation_accuracy", "validation")):
+        points = [(e, m[key]) for e, m in zip(epochs, metrics, strict=True)
+                  if m.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    for e, m in zip(epochs, metrics, strict=True):
+        score = m.get("validation_accuracy", m.get("train_accuracy"))
+        if score is None:
+            continue
+        if m.get("decision") in ("accepted", "accepted_tie", "first"):
+            ax.scatter([e], [score], marker="^", s=90, color="green", zorder=3)
+        elif m.get("decision") in ("rolled_back", "tie_rejected"):
+            ax.scatter([e], [score], marker="x", s=90, color="red", zorder=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("fnforge training (^ accepted step, x rolled back)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    tmp = run / ".curves.png.tmp"
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, run / "curves.png")

@@ -1,0 +1,239 @@
+"""One call process: confine itself, read its single request, run it, report, exit.
+
+A zygote forks it ahead of time (zygote.py). It starts with nothing of any call: its parent has
+never held a request. It closes every descriptor it inherited but its own four pipe ends, leaves
+the zygote's session, installs the kernel filter (seccomp.py), walks the call path once so its
+copy-on-write faults are paid before the request comes, then blocks on its request pipe.
+
+What it writes on its result pipe is its own report: audit lines `{"audit": {...}}` while it runs,
+then one line `{"result": {"ok", "value", "error"}}`. The runner treats that report as a claim
+(the code under test runs in this process and can write anything there); the exit status, the
+time taken, the output volume and the memory kill are measured by the runner from outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import marshal
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import guards
+import seccomp
+
+__all__ = ["WARM_UP", "child_main", "prefault", "to_json_value"]
+
+RESET_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
+                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN,
+                 signal.SIGTTOU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGCHLD,
+                 signal.SIGTERM)
+WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
+MESSAGE_CHARS = 4000
+TRACEBACK_CHARS = 16000
+
+
+def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
+               limits: dict[str, Any], warm_up: Any) -> NoReturn:
+    """Never returns: the process ends with os._exit(status) after its report."""
+    req_r, res_w, out_w, err_w = fds
+    status = 70
+    try:
+        devnull_w = _own_descriptors(req_r, res_w, out_w, err_w)
+        seccomp.install()
+        prefault(policy, warm_up)
+        request = _read_request(req_r)
+        if request is None:
+            os._exit(0)  # the runner is shutting down
+        cpu = math.ceil(float(request["timeout"])) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        out = os.fdopen(res_w, "w", encoding="utf-8", buffering=1)
+
+        def emit(event: dict[str, Any]) -> None:
+            out.write(json.dumps({"audit": event}) + "\n")
+            out.flush()
+
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
+                          buffering=1 << 16)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
+                          buffering=1 << 16)
+        result, status = _execute(request, policy, limits, emit)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # user code may have closed or replaced them
+                stream.flush()
+        for fd in (1, 2):  # all output is in the pipes before the result: the runner answers
+            with contextlib.suppress(OSError):
+                os.dup2(devnull_w, fd)
+        guards.audit_pause()
+        out.write(json.dumps({"result": result}, allow_nan=False) + "\n")
+        out.flush()
+    except BaseException:
+        with contextlib.suppress(BaseException):  # fd 2: the call's stderr, or the runner's
+            os.write(2, traceback.format_exc().encode()[-8000:])
+    os._exit(status)
+
+
+def _own_descriptors(req_r: int, res_w: int, out_w: int, err_w: int) -> int:
+    """stdin /dev/null, stdout and stderr the call's pipes, nothing else inherited."""
+    signal.set_wakeup_fd(-1)
+    for signum in RESET_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    devnull_w = os.open(os.devnull, os.O_WRONLY)  # replaces stdout/stderr after the call
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    keep = {0, 1, 2, req_r, res_w, devnull_w}
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
+    os.setsid()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return devnull_w
+
+
+def _read_request(req_r: int) -> dict[str, Any] | None:
+    """The runner's marshal of the request (JSON data plus the code objects it compiled)."""
+    chunks = []
+    while chunk := os.read(req_r, 1 << 16):
+        chunks.append(chunk)
+    os.close(req_r)
+    if not chunks:
+        return None
+    request: dict[str, Any] = marshal.loads(b"".join(chunks))
+    return request
+
+
+def prefault(policy: dict[str, Any], warm_up: Any) -> None:
+    """Walk the call path once while waiting, so its copy-on-write faults are paid off it."""
+    func = guards.load_function(WARM_UP, "fnforge_warm_up", policy, True, warm_up)
+    json.loads(json.dumps({"result": {"ok": True, "value": to_json_value(func(3))}}))
+
+
+def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, Any],
+             emit: Callable[[dict[str, Any]], None]) -> tuple[dict[str, Any], int]:
+    """(the report, the exit status) of one request."""
+    op = request["op"]
+    if op == "probe":
+        import probes  # runner/probes/
+
+        return {"ok": True, "value": probes.run_probes(), "error": None}, 0
+    if request.get("audit", True):
+        if op == "run":  # an agent's code block: record every event, refuse only some
+            rules = policy.get("audit", {})
+            policy = {**policy, "audit": {
+                **rules, "block": False,
+                "block_events": rules.get("code_block_blocked_events", []),
+                "block_prefixes": rules.get("code_block_blocked_prefixes", [])}}
+        guards.install_audit_hook(policy, emit)
+    value: Any = None
+    try:
+        if op == "call":
+            fn = request["function"]
+            func = guards.load_function(fn["code"], fn["name"], policy, fn["restricted"],
+                                        fn.get("compiled"))
+            value = func(**request["args"])
+        else:  # run
+            namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+            for fn in request["functions"]:
+                namespace[fn["name"]] = guards.load_function(
+                    fn["code"], fn["name"], policy, True, fn.get("compiled"))
+            exec(compile(request["code"], "<code>", "exec"), namespace)
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+        error = None if status == 0 else _error("SystemExit", str(exc.code))
+        return {"ok": status == 0, "value": None, "error": error}, status
+    except BaseException as exc:
+        tb = traceback.format_exc()
+        if op == "run":
+            with contextlib.suppress(Exception):
+                sys.stderr.write(tb)
+        return {"ok": False, "value": None,
+                "error": _error(type(exc).__name__, _safe_str(exc), tb)}, 1
+    if op == "run":
+        return {"ok": True, "value": None, "error": None}, 0
+    try:
+        converted = to_json_value(value)
+        size = len(json.dumps(converted, allow_nan=False))
+    except BaseException as exc:
+        return {"ok": False, "value": None, "error": _error(
+            "ResultNotJSON", f"cannot convert the return value: {type(exc).__name__}: "
+            f"{_safe_str(exc)}")}, 1
+    if size > limits["max_value"]:
+        return {"ok": False, "value": None, "error": _error(
+            "ResultTooLarge", f"return value is {size} bytes as JSON, over the limit of "
+            f"{limits['max_value']}")}, 1
+    return {"ok": True, "value": converted, "error": None}, 0
+
+
+def _exit_status(code: Any) -> int:
+    """What the interpreter would exit with for SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with contextlib.suppress(Exception):
+        print(code, file=sys.stderr)
+    return 1
+
+
+def _error(kind: str, message: str, tb: str = "") -> dict[str, str]:
+    return {"type": kind, "message": message[:MESSAGE_CHARS], "traceback": tb[-TRACEBACK_CHARS:]}
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except BaseException:
+        return repr(type(exc))
+
+
+def to_json_value(value: Any, depth: int = 0) -> Any:
+    """The documented conversion of a return value to JSON (README, "Return values").
+
+    None, bool, int, str pass; finite floats pass, NaN and infinities become "nan", "inf", "-inf";
+    lists, tuples, sets (sorted when possible) and numpy arrays become lists; dicts keep their
+    keys as strings; integral numbers (numpy, sympy Integer) become int; other real floating
+    numbers (numpy floats, sympy Float) become float; anything else (sympy expressions, Rational,
+    Fraction, Decimal, complex, arbitrary objects) becomes str(value).
+    """
+    if depth > 48:
+        raise ValueError("return value nested deeper than 48 levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            items.sort(key=repr)
+        return [to_json_value(v, depth + 1) for v in items]
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v, depth + 1) for k, v in value.items()}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray):
+            return to_json_value(value.tolist(), depth + 1)
+        if isinstance(value, numpy.generic):
+            return to_json_value(value.item(), depth + 1)
+    sympy = sys.modules.get("sympy")
+    if sympy is not None and isinstance(value, sympy.Basic):
+        if getattr(value, "is_Integer", False):
+            return int(value)
+        if getattr(value, "is_Float", False):
+            return to_json_value(float(value), depth + 1)
+        return str(value)
+    return str(value)

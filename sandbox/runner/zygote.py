@@ -1,0 +1,104 @@
+"""A zygote: a process that has never held any call's data and forks the call processes.
+
+The runner forks two at configure time, before it reads any call: a light one (standard library,
+RestrictedPython, the guards) and a heavy one that has imported sympy, numpy and mpmath too.
+Forking from a zygote instead of from the runner is what keeps calls apart: the runner reads
+every request, argument and result, so a process forked from it would carry the previous call's
+data in its memory (its frames, its heap); a zygote's memory holds only modules and policy.
+
+Protocol over a SOCK_SEQPACKET socketpair with the runner:
+    runner -> zygote  b"F" with four descriptors (SCM_RIGHTS): the call's pipe ends; fork one
+    zygote -> runner  b"R"                    ready (after the imports)
+                      b"P" + pid              the child forked (pid -1: the pids limit is full)
+                      b"E" + pid + status     a child of ours exited (its wait status)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import select
+import signal
+import socket
+import struct
+import traceback
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import child
+import guards
+
+__all__ = ["HEAVY_MODULES", "LIGHT_MODULES", "reaped", "zygote_main"]
+
+LIGHT_MODULES = ("fractions", "decimal", "itertools", "functools", "collections", "statistics",
+                 "math", "cmath", "random", "re", "heapq", "bisect", "numbers", "copy", "array",
+                 "json", "typing", "RestrictedPython.Guards")
+"""Imported by both zygotes: a child of the light one costs about a millisecond of CPU."""
+HEAVY_MODULES = ("sympy", "numpy", "mpmath")
+"""Imported by the heavy zygote only: forking a process that holds them costs a few ms."""
+
+
+def zygote_main(sock: socket.socket, heavy: bool, policy: dict[str, Any],
+                limits: dict[str, Any]) -> NoReturn:
+    """Never returns. Dies with the runner (its socket closes)."""
+    try:
+        _serve(sock, heavy, policy, limits)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            os.write(2, traceback.format_exc().encode()[-8000:])
+    os._exit(71)
+
+
+def _serve(sock: socket.socket, heavy: bool, policy: dict[str, Any],
+           limits: dict[str, Any]) -> None:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # no BLAS threads across fork()
+    for name in LIGHT_MODULES + (HEAVY_MODULES if heavy else ()):
+        __import__(name)
+    del os.environ["OPENBLAS_NUM_THREADS"]
+    warm_up = guards.compile_function(child.WARM_UP, policy, True)
+    child.prefault(policy, warm_up)
+    gc.collect()
+    gc.freeze()  # forked children do not touch (and so do not copy) the preloaded heap
+    wake_r, wake_w = socket.socketpair()  # not a pipe: see server.channel
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sock.sendall(b"R")
+    while True:
+        ready, _, _ = select.select([sock, wake_r], [], [])
+        with contextlib.suppress(BlockingIOError):
+            wake_r.recv(4096)
+        for pid, status in reaped():
+            sock.sendall(b"E" + struct.pack("ii", pid, status))
+        if sock not in ready:
+            continue
+        message, fds, _, _ = socket.recv_fds(sock, 16, 4)
+        if not message:
+            return  # the runner is gone
+        if message[:1] != b"F" or len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            raise RuntimeError("the runner broke the zygote protocol")
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1  # the pids limit: the runner cleans up and asks again
+        if pid == 0:
+            child.child_main((fds[0], fds[1], fds[2], fds[3]), policy, limits, warm_up)
+        for fd in fds:
+            os.close(fd)
+        sock.sendall(b"P" + struct.pack("i", pid))
+
+
+def reaped() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status

@@ -1,0 +1,221 @@
+"""Vetting stages 4-6, in containers: the spec's own tests, smoke cases, the isolation audit.
+
+Decisions:
+- `expect` compares as JSON: numbers with rel 1e-6 / abs 1e-9 (int 7 equals float 7.0), lists and
+  dicts recursively, booleans only equal booleans.
+- `expect_error` names an exception class. Only an exception the function raised can satisfy it
+  (kind EXCEPTION); its type must be that class or a subclass of it, where the hierarchy is known
+  on the host (builtins, statistics, decimal, sympy, numpy). A timeout, a memory kill or any other
+  condition measured by the runner never does.
+- A test that ends in any condition but an exception fails: the spec's own tests must finish.
+- Smoke cases are generated from the schema's edges (`to_base(n, base=1)`, a loop over
+  `radius=100000`) and run with a short timeout. On such an input, a timeout, a memory kill, an
+  output flood or an oversized value is a recorded warning, not a rejection: the sandbox did its
+  job, and the optimizer is told. A crash of the process, a protocol violation or an audit
+  event rejects (smoke_outcome below).
+- Isolation: every audit event the function's process reported during tests and smoke is an
+  error finding. The events are evidence, reported by the process under test: the guarantee is
+  the container and the kernel filter, not this stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from ..errors import InvalidArguments
+from ..results import AuditEvent, CallResult, ErrorKind
+from ..spec import FunctionSpec, FunctionTest
+from .report import Finding, Severity, StageResult
+from .smoke_cases import smoke_cases
+
+__all__ = ["CallsFunctions", "container_stages", "error_matches", "json_equal", "smoke_outcome"]
+
+REL_TOL = 1e-6
+ABS_TOL = 1e-9
+SMOKE_TIMEOUT_S = 2.0
+"""Per smoke case: an edge input that needs longer is a warning, so vetting never crawls."""
+
+_SMOKE_SEVERITY: dict[ErrorKind, Severity | None] = {
+    ErrorKind.EXCEPTION: None,  # a clean Python exception on an edge input is fine
+    ErrorKind.TIMEOUT: "warning",
+    ErrorKind.MEMORY_LIMIT: "warning",
+    ErrorKind.OUTPUT_LIMIT: "warning",
+    ErrorKind.RESULT_INVALID: "warning",
+    ErrorKind.CRASHED: "error",
+    ErrorKind.PROTOCOL: "error",
+    ErrorKind.RESOURCE_LIMIT: "error",
+}
+
+
+class CallsFunctions(Protocol):
+    """What the container stages need from a Sandbox."""
+
+    pool_size: int
+
+    def call(self, spec: FunctionSpec, args: dict[str, Any] | None = None, *,
+             timeout: float | None = None) -> CallResult: ...
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def json_equal(got: Any, want: Any) -> bool:
+    """JSON equality with a float tolerance (see the module doc)."""
+    if isinstance(got, bool) or isinstance(want, bool):
+        return isinstance(got, bool) and isinstance(want, bool) and got == want
+    if isinstance(got, int | float) and isinstance(want, int | float):
+        if isinstance(got, int) and isinstance(want, int):
+            return got == want
+        g, w = float(got), float(want)
+        if math.isnan(g) or math.isnan(w):
+            return math.isnan(g) and math.isnan(w)
+        return math.isclose(g, w, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    if isinstance(got, list | tuple) and isinstance(want, list | tuple):
+        return len(got) == len(want) and all(
+            json_equal(a, b) for a, b in zip(got, want, strict=True))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(json_equal(got[k], want[k]) for k in got)
+    return bool(type(got) is type(want) and got == want)
+
+
+_ERROR_MODULES = ("builtins", "statistics", "decimal", "json", "sympy", "sympy.core.sympify",
+                  "sympy.polys.polyerrors", "numpy.linalg", "numpy.exceptions")
+"""Where the exception types of the image's modules live (imported on the first lookup that
+needs them: sympy takes a second to import)."""
+
+
+def _exception_class(name: str) -> type[BaseException] | None:
+    """The host's class of that name, looked up only where exception types live."""
+    if not name.isidentifier() or name.startswith("_"):
+        return None
+    for module_name in _ERROR_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found = getattr(module, name, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            return found
+    return None
+
+
+def error_matches(kind: ErrorKind, actual: str, expected: str) -> bool:
+    """True when the function raised `expected` or a known subclass of it."""
+    if kind is not ErrorKind.EXCEPTION:
+        return False
+    if actual == expected:
+        return True
+    a, e = _exception_class(actual), _exception_class(expected)
+    return a is not None and e is not None and issubclass(a, e)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _shorten(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _condition(r: CallResult) -> str:
+    err = r.error
+    return f"{err.kind.value}: {err.message[:300]}" if err else "no result"
+
+
+def _judge_test(i: int, test: FunctionTest, r: CallResult) -> Finding | None:
+    args = _shorten(test.args, 200)
+    err = r.error
+    if err is not None and err.kind is not ErrorKind.EXCEPTION:
+        return Finding(f"tests.{err.kind.value}", 0, 0, f"tests[{i}] {args}: {_condition(r)}")
+    if test.expect_error is not None:
+        if r.ok or err is None:
+            return Finding("tests.failed", 0, 0, f"tests[{i}] {args}: expected "
+                           f"{test.expect_error}, returned {_shorten(r.value)}")
+        if not error_matches(err.kind, err.type, test.expect_error):
+            return Finding("tests.failed", 0, 0, f"tests[{i}] {args}: expected "
+                           f"{test.expect_error}, raised {err.type}: {err.message[:200]}")
+        return None
+    if not r.ok or err is not None:
+        what = f"{err.type}: {err.message[:300]}" if err else "failed"
+        return Finding("tests.failed", 0, 0, f"tests[{i}] {args}: raised {what}")
+    if not json_equal(r.value, test.expect):
+        return Finding("tests.failed", 0, 0, f"tests[{i}] {args}: expected "
+                       f"{_shorten(test.expect)}, got {_shorten(r.value)}")
+    return None
+
+
+def smoke_outcome(args: dict[str, Any], r: CallResult) -> Finding | None:
+    """The finding for one smoke case, if any (severity from the table above)."""
+    if r.error is None:
+        return None
+    severity = _SMOKE_SEVERITY[r.error.kind]
+    if severity is None:
+        return None
+    note = " (a generated edge input: recorded, not rejected)" if severity == "warning" else ""
+    return Finding(f"smoke.{r.error.kind.value}", 0, 0,
+                   f"args {_shorten(args, 200)}: {_condition(r)}{note}", severity)
+
+
+def container_stages(sandbox: CallsFunctions, spec: FunctionSpec, timeout: float | None,
+                     audit: list[dict[str, Any]]) -> list[StageResult]:
+    """Stages 4-6. Tests and smoke cases go to the pool together; smoke's outcome only counts
+    when every test passed (the container stages stop at the first failing stage)."""
+    t0 = time.perf_counter()
+    cases = smoke_cases(spec.parameters)
+    smoke_timeout = SMOKE_TIMEOUT_S if timeout is None else min(timeout, SMOKE_TIMEOUT_S)
+    all_args = [t.args for t in spec.tests] + cases
+    timeouts = [timeout] * len(spec.tests) + [smoke_timeout] * len(cases)
+    results = _run_mixed(sandbox, spec, all_args, timeouts)
+    test_results, smoke_results = results[:len(spec.tests)], results[len(spec.tests):]
+    events: list[AuditEvent] = []
+    findings: list[Finding] = []
+    for i, (test, r) in enumerate(zip(spec.tests, test_results, strict=True)):
+        if isinstance(r, InvalidArguments):
+            findings.append(Finding("tests.invalid-args", 0, 0, f"tests[{i}]: {r}"))
+            continue
+        events.extend(r.audit)
+        f = _judge_test(i, test, r)
+        if f is not None:
+            findings.append(f)
+    elapsed = (time.perf_counter() - t0) * 1000
+    out = [StageResult.of("tests", findings, elapsed)]
+    if out[0].passed:
+        smoke: list[Finding] = []
+        for args, r in zip(cases, smoke_results, strict=True):
+            if isinstance(r, InvalidArguments):
+                continue  # the generator made a case the runtime refuses: nothing ran
+            events.extend(r.audit)
+            f = smoke_outcome(args, r)
+            if f is not None:
+                smoke.append(f)
+        out.append(StageResult.of("smoke", smoke, elapsed))
+    else:
+        out.append(StageResult("smoke", False, [], 0.0, skipped=True))
+    audit.extend(e.to_dict() for e in events)
+    isolation = [Finding(f"isolation.{e.event}", 0, 0,
+                         f"the function's process reported a forbidden event {e.event}: "
+                         f"{e.detail[:300]}") for e in events]
+    skipped = not out[0].passed and not isolation
+    out.append(StageResult("isolation", not isolation and not skipped, isolation, 0.0,
+                           skipped=skipped))
+    return out
+
+
+def _run_mixed(sandbox: CallsFunctions, spec: FunctionSpec, arg_list: list[dict[str, Any]],
+               timeouts: list[float | None]) -> list[CallResult | InvalidArguments]:
+    def one(item: tuple[dict[str, Any], float | None]) -> CallResult | InvalidArguments:
+        try:
+            return sandbox.call(spec, item[0], timeout=item[1])
+        except InvalidArguments as exc:
+            return exc
+    items = list(zip(arg_list, timeouts, strict=True))
+    workers = max(1, min(sandbox.pool_size, len(items)))
+    if workers == 1:
+        return [one(i) for i in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fnforge-vet") as pool:
+        return list(pool.map(one, items))

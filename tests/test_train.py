@@ -1,0 +1,238 @@
+"""Training and evaluation end to end: real sandbox, real grader, the scripted LLM server answering
+as the assistant and as the optimizer (a responder decides each reply from the request, so
+conversations can run concurrently and a killed run can resume in any order).
+
+The script: with an empty library the assistant gets half the problems wrong; the optimizer adds
+`add_numbers`, with which it gets all right (an accepted step); the optimizer then adds `hurt`,
+with which it gets all wrong (a rolled-back step); then it terminates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from optimizer.conversation import ConversationResult, EpisodeSettings, solve
+from optimizer.evaluate import mcnemar_exact, wilson
+from optimizer.math import Grader, Problem
+from optimizer.runconfig import load_run_config
+from optimizer.train import RunDirectory, train
+from sandbox import Sandbox
+from tests.scripted_llm import TEST_KEY, Reply, ScriptedLLM, client_for, text, tool_call
+
+pytestmark = pytest.mark.timeout(600)
+
+PROBLEMS = [{"id": f"p{i}", "question": f"What is {i} plus {i + 1}?", "answer": str(2 * i + 1),
+             "type": "Arithmetic"} for i in range(1, 9)]
+ADD = {"name": "add_numbers", "description": "The sum of two integers a and b.",
+       "parameters": {"type": "object", "properties": {"a": {"type": "integer"},
+                                                        "b": {"type": "integer"}},
+                      "required": ["a", "b"]},
+       "code": "def add_numbers(a, b):\n    return a + b\n",
+       "tests": [{"args": {"a": 2, "b": 3}, "expect": 5}], "reason": "adding by hand failed"}
+EVIL = {**ADD, "name": "shell", "description": "Runs a shell command (malicious).",
+        "code": "import os\ndef shell(a, b):\n    return os.system('id') + a + b\n"}
+HURT = {"name": "hurt", "description": "A function that misleads the agent.",
+        "parameters": {"type": "object", "properties": {"n": {"type": "integer"}},
+                       "required": ["n"]},
+        "code": "def hurt(n):\n    return n\n", "tests": [{"args": {"n": 1}, "expect": 1}],
+        "reason": "test"}
+
+
+def respond(body: dict[str, Any]) -> Reply | None:
+    """The assistant and the optimizer, decided by what the request holds."""
+    tool_names = {t["function"]["name"] for t in body.get("tools") or []}
+    messages = body["messages"]
+    if "add_function" in tool_names:  # the optimizer
+        prompt = messages[1]["content"]
+        last_text = str(messages[-1].get("content"))
+        if messages[-1]["role"] == "tool" and last_text.startswith("Not applied"):
+            return tool_call("add_function", ADD)  # the malicious one was refused: a real fix
+        if messages[-1]["role"] == "tool" or "next change" in last_text:
+            return tool_call("terminate", {"reason": "one change per step"})
+        if "library is empty" in prompt:
+            return tool_call("add_function", EVIL)
+        if "hurt(" not in prompt:
+            return tool_call("add_function", HURT)
+        return tool_call("terminate", {"reason": "done"})
+    question = next(m["content"] for m in messages if m["role"] == "user")
+    a, b = (int(x) for x in re.findall(r"\d+", question)[:2])
+    last = messages[-1]
+    if "hurt" in tool_names:
+        return text(f"The answer is \\boxed{{{a + b + 1}}}.")
+    if "add_numbers" in tool_names:
+        if last["role"] == "tool":
+            return text(f"So the sum is \\boxed{{{json.loads(last['content'])}}}.")
+        return tool_call("add_numbers", {"a": a, "b": b})
+    if last["role"] == "user" and last["content"].startswith("exitcode"):
+        output = last["content"].split("output:\n", 1)[1].strip()
+        return text(f"\\boxed{{{output}}}")
+    if a % 2:  # no library: odd problems by code (right), even ones by hand (wrong)
+        return text(f"```python\nprint({a} + {b})\n```")
+    return text(f"By hand: \\boxed{{{a + b + 2}}}")
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedLLM]:
+    s = ScriptedLLM(responder=respond).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def write_config(tmp_path: Path, server: ScriptedLLM, epochs: int = 3,
+                 concurrency: int = 3) -> Path:
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+[data]
+dataset = "jsonl"
+file = "{data}"
+train_per_type = 2
+val_per_type = 4
+test_per_type = 2
+seed = 1
+
+[train]
+epochs = {epochs}
+max_actions_per_step = 1
+concurrency = {concurrency}
+patience = 5
+
+[episode]
+max_turns = 4
+call_timeout = 10.0
+
+[sandbox]
+pool_size = 2
+
+[llm]
+base_url = "{server.base_url}"
+model = "scripted-model"
+max_retries = 1
+""")
+    return config
+
+
+def journal_keys(run: Path) -> list[tuple[int, str, str]]:
+    return [(r["epoch"], r["phase"], r["result"]["problem_id"])
+            for r in RunDirectory(run).journal()]
+
+
+def test_training_accepts_a_helpful_step_and_rolls_back_a_harmful_one(
+        tmp_path: Path, server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch,
+        sandbox: Sandbox) -> None:
+    config = load_run_config(write_config(tmp_path, server))
+    client = client_for(server, monkeypatch)
+    summary = train(config, tmp_path / "run", client=client, sandbox=sandbox)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [m["decision"] for m in metrics] == ["first", "accepted", "rolled_back"]
+    first, second, third = (m["validation_accuracy"] for m in metrics)
+    assert first < 1.0 and second == 1.0 and third == 0.0
+    assert summary.functions == ["add_numbers"] and summary.best_score == 1.0
+    run = tmp_path / "run"
+    for name in ("config.json", "split.json", "journal.jsonl", "checkpoint.json",
+                 "events.jsonl", "curves.png", "library.json", "steps/step-0003.json"):
+        assert (run / name).exists(), name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keys = journal_keys(run)
+    assert len(keys) == len(set(keys)) == 3 * (2 + 4)
+    kinds = {json.loads(line)["kind"] for line in (run / "events.jsonl").open()}
+    assert {"proposal", "vet", "applied", "decision", "step", "llm_call"} <= kinds
+    first = json.loads((run / "steps" / "step-0001.json").read_text())
+    assert [(p["name"], p["outcome"]) for p in first["proposals"]] == [
+        ("shell", "refused"), ("add_numbers", "applied")]
+    assert "static.import" in first["proposals"][0]["why"]
+    versions = json.loads((run / "library.json").read_text())["history"]
+    assert all(f["name"] != "shell" for v in versions for f in v["functions"])
+    for record in RunDirectory(run).journal():  # never offered to the assistant, never called
+        assert "shell" not in record["result"]["functions"]
+        assert all(c["function"] != "shell" for c in record["result"]["calls"])
+
+
+def test_a_killed_run_resumes_with_nothing_lost_or_repeated(
+        tmp_path: Path, server: ScriptedLLM, sandbox: Sandbox) -> None:
+    config = write_config(tmp_path, server, epochs=2, concurrency=2)
+    run = tmp_path / "run"
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    command = [sys.executable, "-m", "optimizer", "train", "--config", str(config),
+               "--run-dir", str(run)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(journal_keys(run)) < 4:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch, mid-write perhaps
+    proc.wait()
+    done_before = journal_keys(run)
+    assert 4 <= len(done_before) < 12
+    resumed = subprocess.run([sys.executable, "-m", "optimizer", "train", "--resume", str(run)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    keys = journal_keys(run)
+    assert keys[:len(done_before)] == done_before  # nothing finished was redone
+    assert len(keys) == len(set(keys)) == 2 * (2 + 4)  # nothing lost, nothing twice
+    assert [m["decision"] for m in json.loads((run / "metrics.json").read_text())] == [
+        "first", "accepted"]
+
+
+def test_evaluation_pairs_the_arms_and_prints_the_table(
+        tmp_path: Path, server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch,
+        sandbox: Sandbox) -> None:
+    config = load_run_config(write_config(tmp_path, server, epochs=2))
+    train(config, tmp_path / "run", client=client_for(server, monkeypatch), sandbox=sandbox)
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    out = subprocess.run([sys.executable, "-m", "optimizer", "eval", "--run",
+                          str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    overall = report["rows"][-1]
+    assert overall["subject"] == "all" and overall["n"] == 2
+    assert overall["library"]["accuracy"] == 1.0
+    assert "McNemar" in out.stderr and "with library" in out.stderr
+
+
+def test_statistics() -> None:
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(6, 0) == pytest.approx(0.03125)
+    assert mcnemar_exact(3, 3) == 1.0
+    lo, hi = wilson(8, 10)
+    assert 0.490 < lo < 0.491 and 0.943 < hi < 0.944
+    assert wilson(0, 5)[0] == 0.0 and wilson(5, 5)[1] == 1.0
+
+
+def test_a_conversation_survives_a_broken_tool_call_and_grades_its_answer(
+        server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    from sandbox import FunctionSpec
+
+    spec = FunctionSpec.from_dict({k: v for k, v in ADD.items() if k != "reason"})
+    server.responder = None
+    server.push(Reply(tool_calls=[("add_numbers", "{not json"), ("nope", {})]),
+                tool_call("add_numbers", {"a": 1, "b": "x"}),
+                text("```python\nprint(add_numbers(a=2, b=3))\n```"),
+                text("\\boxed{5}"))
+    with Grader(workers=1) as grader:
+        result: ConversationResult = solve(
+            Problem("q", "2 plus 3?", "5", "Arithmetic", None, "t"),
+            client=client_for(server, monkeypatch), sandbox=sandbox, functions=[spec],
+            grader=grader, settings=EpisodeSettings(max_turns=5))
+    assert result.correct and result.outcome == "answered" and result.tool_calls == 3
+    tool_replies = [m["content"] for m in result.messages if m["role"] == "tool"]
+    assert "not valid JSON" in tool_replies[0] and "no function 'nope'" in tool_replies[1]
+    assert "is not of type 'integer'" in tool_replies[2]
+    assert any("exitcode: 0" in str(m["content"]) and "5" in str(m["content"])
+               for m in result.messages if m["role"] == "user")
+    assert [c["function"] for c in result.calls] == ["<code>"]
