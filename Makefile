@@ -28,11 +28,16 @@ selftest: image
 test: install image
 	$(PY) -m pytest -q
 
-# Sandbox latency/throughput against docker run/exec, vetting rate, then the embedded model.
-bench: install image
+# Sandbox latency/throughput against docker run/exec and vetting rate (under runc, and under
+# gVisor when the engine has runsc), then the optimizer and training figures with the embedded
+# model. Figures go to bench*.json.
+bench: install image model
 	$(PY) -m sandbox bench --out bench.json
-	$(MAKE) --no-print-directory model
+	@if docker info 2>/dev/null | grep -q runsc; then \
+		$(PY) -m sandbox bench --runtime runsc --calls 100 --out bench-runsc.json; \
+	else echo "no runsc registered (images/setup-gvisor.sh): gVisor figures skipped"; fi
 	$(PY) -m optimizer.llm.bench
+	$(PY) -m optimizer.bench --out bench-optimizer.json
 
 # Train a function library on MATH with the embedded model (configs/small.toml, about 15-20
 # minutes on 2 cores); RUN already holding a run continues it. `make train RUN=runs/x CONFIG=...`
@@ -48,7 +53,7 @@ eval: install image model
 
 lint: install
 	$(VENV)/bin/ruff check sandbox optimizer tests
-	$(VENV)/bin/mypy sandbox optimizer
+	$(VENV)/bin/mypy sandbox optimizer tests
 
 gc: install
 	$(PY) -m sandbox gc

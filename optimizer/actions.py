@@ -95,9 +95,13 @@ class ActionReply:
 _TEST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "args": {"type": "object"},
-        "expect": {},
-        "expect_error": {"type": "string"},
+        "args": {"type": "object", "description": "keyword arguments, by parameter name"},
+        # Not an object: under a grammar an unconstrained value drifts into {"value": 6}, and a
+        # small model then describes the result instead of giving it (measured with the 1.5B).
+        "expect": {"description": "exactly the value the function returns, e.g. 6 or [1, 2]",
+                   "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"},
+                             {"type": "array"}, {"type": "null"}]},
+        "expect_error": {"type": "string", "description": "an exception class name instead"},
     },
     "required": ["args"],
 }
@@ -108,7 +112,11 @@ FUNCTION_PROPERTIES: dict[str, Any] = {
     "description": {"type": "string", "maxLength": 400,
                     "description": "what the function does, one sentence"},
     "parameters": {"type": "object",
-                   "description": "JSON schema (type object) of the keyword arguments"},
+                   "description": "JSON schema (type object) of the keyword arguments",
+                   "properties": {"type": {"const": "object"},
+                                  "properties": {"type": "object"},
+                                  "required": {"type": "array", "items": {"type": "string"}}},
+                   "required": ["type", "properties", "required"]},
     "code": {"type": "string", "description": "Python source: def name(...): ..."},
     "packages": {"type": "array", "items": {"type": "string"},
                  "description": "extra packages the code imports (usually none)"},
@@ -240,10 +248,28 @@ def _function(action: str, raw: Any) -> FunctionSpec:
     except SyntaxError as exc:
         raise ValueError(f"{action}: code of {spec.name!r} has a syntax error at line "
                          f"{exc.lineno}: {exc.msg}") from None
-    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    if spec.name not in defined:
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if spec.name not in defs:
         raise ValueError(f"{action}: code must define a top-level 'def {spec.name}(...)'")
-    return spec
+    return _with_required(spec, defs[spec.name])
+
+
+def _with_required(spec: FunctionSpec, fn: ast.FunctionDef) -> FunctionSpec:
+    """A schema that gives no `required` at all gets the def's parameters without a default:
+    models often leave it out, and what they mean is not in doubt. A `required` that is given
+    is kept as written (vetting reports any mismatch)."""
+    if "required" in spec.parameters:
+        return spec
+    args = fn.args.posonlyargs + fn.args.args
+    no_default = [a.arg for a in args[:len(args) - len(fn.args.defaults)]]
+    no_default += [a.arg for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True)
+                   if d is None]
+    props = spec.parameters.get("properties", {})
+    required = [name for name in no_default if name in props]
+    if not required:
+        return spec
+    return FunctionSpec.from_dict({**spec.to_dict(),
+                                   "parameters": {**spec.parameters, "required": required}})
 
 
 def parse_json_reply(text: str | None) -> tuple[Action, ...]:

@@ -480,11 +480,20 @@ class AgentOptimizer:
 
 
 def _rejection(report: VetReport) -> str:
-    """Vetting's findings as the model should read them: what to fix, briefly."""
+    """Vetting's findings as the model should read them: what to fix, briefly, with a hint for
+    the mistakes small models repeat."""
+    errors = report.errors
     lines = [f"{f.rule}" + (f" (line {f.line})" if f.line else "") + f": {f.message}"
-             for f in report.errors][:8]
-    return ("vetting rejected it. Fix these and propose it again:\n- " + "\n- ".join(lines)
-            )[:1500]
+             for f in errors][:8]
+    hints = []
+    if any(f.rule == "tests.failed" and ": expected {" in f.message for f in errors):
+        hints.append("`expect` must be the plain value the function returns (for example 6), "
+                     "not an object such as {\"value\": 6}.")
+    if any(f.rule in ("shape.test-args", "static.signature") for f in errors):
+        hints.append("Use exactly the parameter names of `parameters` in the def and in every "
+                     "test's args.")
+    text = "vetting rejected it. Fix these and propose it again:\n- " + "\n- ".join(lines)
+    return (text + ("\n" + " ".join(hints) if hints else ""))[:1800]
 
 
 def _outcome_messages(reply: ActionReply, outcomes: list[str]) -> list[dict[str, Any]]:

@@ -106,6 +106,10 @@ def _eval(args: argparse.Namespace) -> int:
         library = FunctionLibrary.load(args.library)
         out = Path(args.out) if args.out else Path("runs") / \
             f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.lock:  # only approved functions, each exactly the code the lock pinned
+        from .history import load_locked_library
+
+        library = load_locked_library(Path(args.lock), library)
     with _local_model(config.llm):
         evaluate(config, problems, library, out)
     return EXIT_OK
@@ -164,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--library", help="a library JSON (with --config, or instead of the run's)")
     ev.add_argument("--config", help="run configuration, when not evaluating a run")
     ev.add_argument("--out", help="where eval.json goes (default: the run directory)")
+    ev.add_argument("--lock", help="a lock file (review lock): evaluate only the approved "
+                    "functions, refusing any whose code differs from the lock")
+    groups.add_parser("review", help="a run's history: show, verify, approve, deny, lock, "
+                      "export (review --help)")
     return parser
 
 
@@ -171,8 +179,20 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "llm": _llm, "grade": _grade, "train": _train, "eval": _eval}
 
 
+def _review(argv: list[str]) -> int:
+    from .history import review_command
+
+    return review_command(argv)
+
+
+_OWN_PARSERS: dict[str, Callable[[list[str]], int]] = {"review": _review}
+"""Commands that parse their own arguments (their subcommands and options are their own)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in _OWN_PARSERS:
+        return _OWN_PARSERS[argv[0]](argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:

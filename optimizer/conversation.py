@@ -14,24 +14,35 @@ The history is OpenAI messages, the form the optimizer reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, Sandbox, SandboxError
+from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, SandboxError
 
 from .errors import LLMError
+from .history.calls import CODE_BLOCK, call_data
 from .llm import ChatResult, LLMClient
 from .math import Grader, Problem, extract_answer
 
-__all__ = ["ConversationResult", "EpisodeSettings", "assistant_system_prompt", "solve"]
+__all__ = ["ConversationResult", "EpisodeSettings", "Executor", "assistant_system_prompt",
+           "solve"]
 
-CODE_BLOCK = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
+CODE_FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
 OUTPUT_CHARS = 2000  # of a code block's output or a tool result, shown to the assistant
+
+
+class Executor(Protocol):
+    """Where the user proxy runs code: a Sandbox (the benchmark also plugs in upstream's way)."""
+
+    def call(self, spec: FunctionSpec, args: dict[str, Any] | None = None, *,
+             timeout: float | None = None) -> CallResult: ...
+
+    def run(self, code: str, functions: Sequence[FunctionSpec] = (), *,
+            timeout: float | None = None) -> RunResult: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ def assistant_system_prompt(functions: Sequence[FunctionSpec]) -> str:
     return "\n".join(lines)
 
 
-def solve(problem: Problem, *, client: LLMClient, sandbox: Sandbox,
+def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
           functions: Sequence[FunctionSpec], grader: Grader,
           settings: EpisodeSettings = DEFAULT_EPISODE,
           on_call: Callable[[dict[str, Any]], None] | None = None) -> ConversationResult:
@@ -105,6 +116,7 @@ def solve(problem: Problem, *, client: LLMClient, sandbox: Sandbox,
                                 functions=sorted(by_name))
 
     def record(call: dict[str, Any]) -> None:
+        call["problem_id"] = problem.id
         result.calls.append(call)
         if on_call is not None:
             on_call(call)
@@ -133,12 +145,12 @@ def solve(problem: Problem, *, client: LLMClient, sandbox: Sandbox,
                     messages.append(_tool_message(call.id, call.name, call.arguments, by_name,
                                                   sandbox, settings, record))
                 continue
-            blocks = CODE_BLOCK.findall(text)
+            blocks = CODE_FENCE.findall(text)
             if blocks:
                 result.code_blocks += 1
                 run = sandbox.run("\n\n".join(blocks), list(by_name.values()),
                                   timeout=settings.call_timeout)
-                record(_call_record("<code>", "\n\n".join(blocks), run))
+                record(call_data(CODE_BLOCK, "\n\n".join(blocks), run))
                 messages.append({"role": "user", "content": _run_output(run)})
                 continue
         except SandboxError as exc:  # the engine or a container, not the code: end, recorded
@@ -170,7 +182,7 @@ def _assistant_message(reply: ChatResult) -> dict[str, Any]:
 
 
 def _tool_message(call_id: str, name: str, arguments: str, by_name: dict[str, FunctionSpec],
-                  sandbox: Sandbox, settings: EpisodeSettings,
+                  sandbox: Executor, settings: EpisodeSettings,
                   record: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """The result of one tool call as the assistant will read it (errors included)."""
     def reply(content: str) -> dict[str, Any]:
@@ -190,24 +202,11 @@ def _tool_message(call_id: str, name: str, arguments: str, by_name: dict[str, Fu
         result = sandbox.call(spec, args, timeout=settings.call_timeout)
     except InvalidArguments as exc:
         return reply(f"Error: {exc}")
-    record(_call_record(name, json.dumps(args, sort_keys=True), result))
+    record(call_data(name, args, result, code_hash=spec.code_hash))
     if result.ok:
         return reply(json.dumps(result.value)[:OUTPUT_CHARS])
     err = result.error
     return reply(f"Error: {err.type}: {err.message}"[:OUTPUT_CHARS] if err else "Error")
-
-
-def _call_record(name: str, payload: str, r: CallResult) -> dict[str, Any]:
-    """What the history keeps of a sandboxed call: never the arguments, only their hash."""
-    err = r.error
-    return {"function": name,
-            "args_hash": hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest(),
-            "ok": r.ok, "duration_ms": r.duration_ms,
-            "error_kind": err.kind.value if err else None, "error_type": err.type if err else None,
-            "timed_out": r.timed_out, "oom_killed": r.oom_killed,
-            "output_truncated": r.stdout_truncated or r.stderr_truncated,
-            "exit_code": r.exit_code if isinstance(r, RunResult) else None,
-            "audit": [e.to_dict() for e in r.audit]}
 
 
 def _run_output(run: RunResult) -> str:

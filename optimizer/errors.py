@@ -7,6 +7,10 @@
     ├── LocalModelError             the embedded model cannot be prepared or served
     ├── DatasetError                a dataset file is missing or malformed, or a split is impossible
     ├── GraderError                 the grading workers failed (cannot start, or closed)
+    ├── HistoryError                a run's history cannot be opened, written or read as asked
+    │   ├── HistoryBroken           the history failed verification (`.report` says where)
+    │   ├── UnknownVersion          NAME@VERSION names no function version of the run
+    │   └── LockError               a lock file is unusable, or a library does not match it
     └── LLMError                    a model call failed
         ├── KeyRejected             HTTP 401/403: the key is wrong or not allowed
         ├── ModelNotFound           the endpoint does not serve the model (or deployment)
@@ -23,6 +27,10 @@ wrong with the engine, the image or a function, and pass through unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .history.verify import VerifyReport
 
 __all__ = [
     "ActionParseError",
@@ -32,13 +40,17 @@ __all__ = [
     "DatasetError",
     "EndpointUnavailable",
     "GraderError",
+    "HistoryBroken",
+    "HistoryError",
     "KeyRejected",
     "LLMError",
     "LLMRequestError",
     "LocalModelError",
+    "LockError",
     "ModelNotFound",
     "OptimizerError",
     "OptimizerStateError",
+    "UnknownVersion",
 ]
 
 
@@ -65,6 +77,26 @@ class DatasetError(OptimizerError, ValueError):
 
 class GraderError(OptimizerError):
     """The grading infrastructure failed (a worker cannot start, or the grader is closed)."""
+
+
+class HistoryError(OptimizerError):
+    """The history cannot be opened, written or read; the message says what to do."""
+
+
+class HistoryBroken(HistoryError):
+    """Verification failed: the record is not what was written (or is damaged)."""
+
+    def __init__(self, message: str, report: VerifyReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class UnknownVersion(HistoryError):
+    """NAME@VERSION is malformed or names no version proposed in this run."""
+
+
+class LockError(HistoryError):
+    """A lock file is malformed, or a function does not match what the lock approved."""
 
 
 class LLMError(OptimizerError):

@@ -5,7 +5,8 @@ chain for reviewers) records them; tests read them. An event is plain JSON-ready
 
 Kinds (`data` fields):
     llm_call     role, model, prompt_tokens, completion_tokens, attempts, request (messages),
-                 response (text and tool calls), parse_errors
+                 response (text and tool calls), parse_errors (the history store adds
+                 request_hash and response_hash)
     prompt       conversations, shown, failed_shown, estimated_tokens (the step's first prompt)
     proposal     action, name, reason, spec (for add/revise), code_hash, parent (the version
                  it would replace, or None), slot, attempt

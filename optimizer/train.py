@@ -13,6 +13,7 @@ The run directory (README, "Training"):
     journal.jsonl   one line per finished conversation (epoch, phase, the whole conversation)
     checkpoint.json the optimizer after the last complete step, and the epoch it finished
     events.jsonl    the optimizer's events          history.sqlite  the tamper-evident history
+                                                    (every proposal, verdict, call, decision)
     steps/          the library after every step    metrics.json    accuracy per epoch
     curves.png      train and validation accuracy, accepted and rolled-back steps marked
     library.json    the best library (what `eval` uses)
@@ -42,6 +43,7 @@ from .agent_optimizer import AgentOptimizer, OptimizerSettings
 from .conversation import ConversationResult, solve
 from .errors import ConfigError, DatasetError
 from .events import Event
+from .history import HistoryStore
 from .llm import LLMClient
 from .llm.config import resolve_llm_config
 from .math import Grader, Problem, Split, load_gsm8k, load_jsonl, load_math, load_math500, split
@@ -172,12 +174,17 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
             sandbox = stack.enter_context(Sandbox(pool_size=config.sandbox.pool_size,
                                                   runtime=config.sandbox.runtime or None))
         grader = stack.enter_context(Grader())
+        history = stack.enter_context(HistoryStore.open(run_dir))
+        history.record("run", {"event": "resume" if resume else "start",
+                               "config": config.to_dict()})
         events = open(run / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         stack.callback(events.close)
+        to_history = history.sink
 
         def sink(event: Event) -> None:
             events.write(json.dumps(event.to_dict(), default=str) + "\n")
             events.flush()
+            to_history(event)
             for extra in sinks:
                 extra(event)
 
@@ -196,8 +203,10 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
         for epoch in range(first_epoch, config.train.epochs + 1):
             if optimizer.should_stop:
                 break
+            history.epoch = epoch
             metrics.append(_epoch(run, config, the_split, epoch, optimizer, client, sandbox,
-                                  grader, console))
+                                  grader, history, console))
+            history.record("metrics", metrics[-1])
             run.write_json("checkpoint.json", {"epoch": epoch, "metrics": metrics,
                                                "optimizer": optimizer.state_dict()})
             run.write_json("metrics.json", metrics)
@@ -241,7 +250,7 @@ def _prepare(run: RunDirectory, config: RunConfig, resume: bool,
 
 def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
            optimizer: AgentOptimizer, client: LLMClient, sandbox: Sandbox, grader: Grader,
-           console: Console) -> dict[str, Any]:
+           history: HistoryStore, console: Console) -> dict[str, Any]:
     """One epoch: train conversations (recorded), validation conversations (scored), a step."""
     done = [r for r in run.journal() if r.get("epoch") == epoch]
     functions = _episode_functions(optimizer, sandbox, run, epoch)
@@ -270,6 +279,7 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
                 run.append_journal({"epoch": epoch, "phase": phase,
                                     "library_version": optimizer.library.version,
                                     "result": result.to_dict()})
+                _record_conversation(history, phase, result)
                 results[phase].append(result)
                 if phase == "train":
                     optimizer.record_one_conversation(result.messages,
@@ -290,6 +300,20 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
             "library_after": optimizer.library.names(),
             "step": (vars(optimizer.history[-1]) if optimizer.history else None),
             "usage": client.usage_report()}
+
+
+def _record_conversation(history: HistoryStore, phase: str, result: ConversationResult) -> None:
+    """The history keeps every sandboxed call of a conversation and its outcome (not the text:
+    the journal has it)."""
+    for call in result.calls:
+        history.record("call", call)
+    history.record("conversation", {
+        "problem_id": result.problem_id, "phase": phase, "correct": result.correct,
+        "outcome": result.outcome, "reason": result.reason, "answer": result.answer,
+        "turns": result.turns, "tool_calls": result.tool_calls,
+        "code_blocks": result.code_blocks, "functions": result.functions,
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "seconds": result.seconds})
 
 
 def _episode_functions(optimizer: AgentOptimizer, sandbox: Sandbox, run: RunDirectory,

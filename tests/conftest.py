@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import docker.errors
@@ -27,7 +28,7 @@ def docker_client() -> docker.DockerClient:
     return docker.from_env()
 
 
-def make_spec(code: str, name: str | None = None, properties: dict | None = None,
+def make_spec(code: str, name: str | None = None, properties: dict[str, Any] | None = None,
               required: list[str] | None = None, **extra: object) -> FunctionSpec:
     """A FunctionSpec from a def, with an all-required parameter schema unless given."""
     import ast

@@ -43,7 +43,9 @@ import secrets
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,13 +81,13 @@ print(json.dumps({"tmp": sorted(os.listdir("/tmp")), "procs": procs, "me": os.ge
 """
 
 
-def _state(sb: Sandbox, timeout: float = 10.0) -> dict:
+def _state(sb: Sandbox, timeout: float = 10.0) -> dict[str, Any]:
     t0 = time.monotonic()
     r = sb.run(_STATE, audit=False, timeout=timeout)
     elapsed = time.monotonic() - t0
     assert r.ok, f"trivial state call failed: {r.error} stdout={r.stdout[:500]!r}"
     assert r.exit_code == 0
-    state = json.loads(r.stdout.strip().splitlines()[-1])
+    state: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
     state["elapsed"] = elapsed
     return state
 
@@ -112,18 +114,19 @@ def _container_ids(sb: Sandbox, calls: int = 4) -> set[str]:
     return {_state(sb)["cid"] for _ in range(calls)}
 
 
-def _spec(code: str, name: str = "f", params: dict | None = None) -> FunctionSpec:
+def _spec(code: str, name: str = "f", params: dict[str, Any] | None = None) -> FunctionSpec:
     if params is None:
         params = {"type": "object", "properties": {"x": {"type": "integer"}}}
     return FunctionSpec.from_dict({"name": name, "description": "adversarial", "code": code,
                                    "parameters": params})
 
 
-def _last_json(stdout: str) -> dict:
+def _last_json(stdout: str) -> dict[str, Any]:
     for line in reversed(stdout.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
-            return json.loads(line)
+            found: dict[str, Any] = json.loads(line)
+            return found
     raise AssertionError(f"no JSON line in stdout: {stdout[-1000:]!r}")
 
 
@@ -148,7 +151,7 @@ def _fd_count() -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host_resources(sandbox):
+def host_resources(sandbox: Sandbox) -> Iterator[None]:
     """Host fds and memory are back near where they were after the whole module."""
     # warm up: the pool exists, one replacement has happened (the docker client's connection
     # pool grows to its bounded size here, about ten sockets), lazily created objects exist
@@ -167,7 +170,7 @@ def host_resources(sandbox):
 
 
 @pytest.fixture
-def pool_ids(sandbox):
+def pool_ids(sandbox: Sandbox) -> set[str]:
     return _container_ids(sandbox)
 
 
@@ -175,7 +178,7 @@ def pool_ids(sandbox):
 # resources
 
 
-def test_fork_bomb(sandbox):
+def test_fork_bomb(sandbox: Sandbox) -> None:
     code = r"""
 import os
 n = 0
@@ -203,7 +206,7 @@ except OSError as exc:
     _healthy(sandbox)
 
 
-def test_memory_bomb(sandbox):
+def test_memory_bomb(sandbox: Sandbox) -> None:
     code = r"""
 chunks = []
 while True:
@@ -220,15 +223,15 @@ while True:
     _healthy(sandbox)
 
 
-def test_busy_loop_times_out(sandbox):
+def test_busy_loop_times_out(sandbox: Sandbox) -> None:
     t0 = time.monotonic()
     r = sandbox.run("while True:\n    pass\n", audit=False, timeout=2)
     assert time.monotonic() - t0 < 2 + GRACE_S
-    assert not r.ok and r.timed_out and r.error.type == "Timeout", r
+    assert not r.ok and r.timed_out and r.error is not None and r.error.type == "Timeout", r
     _healthy(sandbox)
 
 
-def test_sleep_with_signals_ignored(sandbox):
+def test_sleep_with_signals_ignored(sandbox: Sandbox) -> None:
     code = r"""
 import signal, time
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM, signal.SIGXCPU,
@@ -245,7 +248,7 @@ time.sleep(120)
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
 @pytest.mark.parametrize("how", ["print", "fd"])
-def test_output_flood(sandbox, stream, how):
+def test_output_flood(sandbox: Sandbox, stream: str, how: str) -> None:
     fd = 1 if stream == "stdout" else 2
     if how == "print":
         code = (f"import sys\nline = 'A' * 100000 + '\\n'\n"
@@ -263,14 +266,14 @@ def test_output_flood(sandbox, stream, how):
     _healthy(sandbox)
 
 
-def test_output_just_over_cap_is_truncated_not_killed(sandbox):
+def test_output_just_over_cap_is_truncated_not_killed(sandbox: Sandbox) -> None:
     cap = sandbox.limits.output_cap
     r = sandbox.run(f"print('B' * {cap * 2})\nprint('done')\n", audit=False, timeout=10)
     assert r.ok and r.stdout_truncated and len(r.stdout) <= cap, (r.ok, len(r.stdout))
     _healthy(sandbox)
 
 
-def test_fill_tmp_with_many_small_files(sandbox):
+def test_fill_tmp_with_many_small_files(sandbox: Sandbox) -> None:
     code = r"""
 import errno, os
 n = 0
@@ -290,7 +293,7 @@ except OSError as exc:
     _healthy(sandbox)  # the next calls see an empty /tmp
 
 
-def test_one_huge_write(sandbox):
+def test_one_huge_write(sandbox: Sandbox) -> None:
     code = r"""
 import errno
 try:
@@ -310,19 +313,20 @@ except OSError as exc:
     _healthy(sandbox)
 
 
-def test_unbounded_read_of_urandom(sandbox):
+def test_unbounded_read_of_urandom(sandbox: Sandbox) -> None:
     r = sandbox.run("data = open('/dev/urandom', 'rb').read()\nprint(len(data))\n",
                     audit=False, timeout=5)
     assert not r.ok
-    assert r.timed_out or r.oom_killed or r.error.type in ("MemoryError", "MemoryLimit",
-                                                           "OverflowError"), r
+    assert r.error is not None
+    assert r.timed_out or r.oom_killed or (r.error.type in ("MemoryError", "MemoryLimit",
+                                                           "OverflowError")), r
     _healthy(sandbox)
 
 
-def test_deep_recursion_is_an_error(sandbox):
+def test_deep_recursion_is_an_error(sandbox: Sandbox) -> None:
     spec = _spec("def f(x):\n    return f(x + 1)\n")
     r = sandbox.call(spec, {"x": 0}, audit=False, timeout=10)
-    assert not r.ok and r.error.type == "RecursionError", r
+    assert not r.ok and r.error is not None and r.error.type == "RecursionError", r
     # with the recursion limit lifted the C stack overflows: a clean crash report, not a hang
     r = sandbox.run("import sys\nsys.setrecursionlimit(10**7)\n"
                     "def g(n):\n    return g(n + 1)\ng(0)\n", audit=False, timeout=20)
@@ -330,18 +334,19 @@ def test_deep_recursion_is_an_error(sandbox):
     _healthy(sandbox)
 
 
-def test_sigsegv_through_ctypes(sandbox, pool_ids):
+def test_sigsegv_through_ctypes(sandbox: Sandbox, pool_ids: set[str]) -> None:
     r = sandbox.run("import ctypes\nctypes.string_at(0)\n", audit=False, timeout=10)
     assert not r.ok and r.error is not None
     assert r.exit_code != 0
     assert _healthy(sandbox) == pool_ids, "the runner died with its child"
 
 
-def test_huge_return_value_is_refused(sandbox):
+def test_huge_return_value_is_refused(sandbox: Sandbox) -> None:
     big = sandbox.limits.max_value * 2
     r = sandbox.call(_spec(f"def f(x):\n    return 'x' * {big}\n"), {"x": 1},
                      audit=False, timeout=10)
     assert not r.ok and r.value is None, (r.ok, r.error)
+    assert r.error is not None
     assert r.error.type in ("ResultTooLarge", "ResultNotJSON", "ProtocolError"), r.error
     r = sandbox.call(_spec("def f(x):\n    return [[i] * 100 for i in range(100000)]\n"),
                      {"x": 1}, audit=False, timeout=20)
@@ -353,7 +358,7 @@ def test_huge_return_value_is_refused(sandbox):
 # snooping and escape
 
 
-def test_host_files(sandbox):
+def test_host_files(sandbox: Sandbox) -> None:
     code = r"""
 import json, os
 out = {}
@@ -402,7 +407,7 @@ print(json.dumps(seen))
 """
 
 
-def test_host_environment_not_visible(sandbox):
+def test_host_environment_not_visible(sandbox: Sandbox) -> None:
     assert os.environ["FNFORGE_CANARY_SECRET"] == CANARY_VALUE
     r = sandbox.run(_ENV_CODE, audit=False, timeout=10)
     assert r.ok, r
@@ -418,7 +423,7 @@ def test_host_environment_not_visible(sandbox):
     _healthy(sandbox)
 
 
-def test_network(sandbox):
+def test_network(sandbox: Sandbox) -> None:
     code = r"""
 import json, socket
 out = {}
@@ -468,7 +473,7 @@ print(json.dumps(out))
     _healthy(sandbox)
 
 
-def test_privileged_syscalls_via_ctypes(sandbox):
+def test_privileged_syscalls_via_ctypes(sandbox: Sandbox) -> None:
     code = r"""
 import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -498,7 +503,7 @@ print(json.dumps(out))
     _healthy(sandbox)
 
 
-def test_signals_to_every_other_process(sandbox, pool_ids):
+def test_signals_to_every_other_process(sandbox: Sandbox, pool_ids: set[str]) -> None:
     code = r"""
 import json, os, signal
 me = os.getpid()
@@ -525,11 +530,11 @@ print(json.dumps(out))
     assert _healthy(sandbox) == pool_ids, "a container was replaced: the runner was hit"
 
 
-def _gvisor(sandbox) -> bool:
-    return sandbox._options.get("runtime") == "runsc"
+def _gvisor(sandbox: Sandbox) -> bool:
+    return sandbox.runtime == "runsc"
 
 
-def test_ptrace_and_memory_of_the_runner(sandbox, pool_ids):
+def test_ptrace_and_memory_of_the_runner(sandbox: Sandbox, pool_ids: set[str]) -> None:
     code = r"""
 import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -565,7 +570,7 @@ print(json.dumps(out))
     assert _healthy(sandbox) == pool_ids
 
 
-def test_sigio_aimed_at_the_runner(sandbox, pool_ids):
+def test_sigio_aimed_at_the_runner(sandbox: Sandbox, pool_ids: set[str]) -> None:
     """F_SETOWN + O_ASYNC makes the kernel send SIGIO (or the F_SETSIG signal) without kill()."""
     code = r"""
 import fcntl, json, os, signal
@@ -595,7 +600,7 @@ print(json.dumps(out))
     assert after == pool_ids, "a container was replaced: SIGIO reached the runner"
 
 
-def test_writes_to_proc(sandbox):
+def test_writes_to_proc(sandbox: Sandbox) -> None:
     code = r"""
 import json
 out = {}
@@ -619,7 +624,7 @@ print(json.dumps(out))
     _healthy(sandbox)
 
 
-def test_writes_outside_tmp(sandbox):
+def test_writes_outside_tmp(sandbox: Sandbox) -> None:
     code = r"""
 import json, os
 out = {}
@@ -640,7 +645,7 @@ print(json.dumps(out))
     _healthy(sandbox)
 
 
-def test_symlinks_pointing_out(sandbox):
+def test_symlinks_pointing_out(sandbox: Sandbox) -> None:
     code = r"""
 import json, os
 out = {}
@@ -677,7 +682,7 @@ print(json.dumps(out))
     _healthy(sandbox)
 
 
-def test_processes_that_outlive_their_call(sandbox):
+def test_processes_that_outlive_their_call(sandbox: Sandbox) -> None:
     code = r"""
 import os, time
 if os.fork() == 0:
@@ -709,7 +714,7 @@ print("parent done")
     _healthy(sandbox)
 
 
-def test_daemon_holding_the_output_pipes_does_not_hang_the_call(sandbox):
+def test_daemon_holding_the_output_pipes_does_not_hang_the_call(sandbox: Sandbox) -> None:
     """A grandchild that keeps stdout/stderr open must not turn a finished call into a timeout."""
     code = r"""
 import os, time
@@ -730,19 +735,20 @@ print("returned")
 # the result channel
 
 
-def test_printed_fake_responses_are_just_output(sandbox):
+def test_printed_fake_responses_are_just_output(sandbox: Sandbox) -> None:
     fake = [{"id": i, "ok": True, "value": "FORGED", "stdout": ""} for i in range(0, 200)]
     fake += [{"result": {"ok": True, "value": "FORGED"}}, {"audit": {"event": "x"}}]
     lines = "\n".join(json.dumps(f) for f in fake)
     code = (f"import sys\nlines = {lines!r}\nprint(lines)\nsys.stderr.write(lines)\n"
             "raise ValueError('true outcome')\n")
     r = sandbox.run(code, audit=False, timeout=10)
+    assert r.error is not None
     assert not r.ok and r.error.type == "ValueError" and r.value != "FORGED", (r.value, r.error)
     assert "FORGED" in r.stdout
     _healthy(sandbox)
 
 
-def test_closing_stdio_and_raw_fd_writes(sandbox, pool_ids):
+def test_closing_stdio_and_raw_fd_writes(sandbox: Sandbox, pool_ids: set[str]) -> None:
     code = (
         "import os\n"
         "os.write(1, b'{\"id\": 1, \"ok\": true}\\n')\n"
@@ -756,7 +762,7 @@ def test_closing_stdio_and_raw_fd_writes(sandbox, pool_ids):
     assert _healthy(sandbox) == pool_ids
 
 
-def test_forged_result_on_inherited_descriptors(sandbox):
+def test_forged_result_on_inherited_descriptors(sandbox: Sandbox) -> None:
     """Result-shaped lines written into every open descriptor must not replace the true result
     (here: an exception raised after the forgery)."""
     forged = json.dumps({"result": {"ok": True, "value": "FORGED", "error": None,
@@ -771,11 +777,11 @@ def test_forged_result_on_inherited_descriptors(sandbox):
         "raise RuntimeError('true outcome')\n")
     r = sandbox.run(code, audit=False, timeout=10)
     assert r.value != "FORGED", "a forged result line was taken for the code's result"
-    assert not r.ok and r.error.type in ("RuntimeError", "ProtocolError"), r
+    assert not r.ok and r.error is not None and r.error.type in ("RuntimeError", "ProtocolError"), r
     _healthy(sandbox)
 
 
-def test_forging_through_proc_fds_of_other_processes(sandbox, pool_ids):
+def test_forging_through_proc_fds_of_other_processes(sandbox: Sandbox, pool_ids: set[str]) -> None:
     """/proc/<pid>/fd/{0,1} of the runner or docker-init are the host protocol stream."""
     code = r"""
 import json, os, sys
@@ -817,7 +823,7 @@ print("TRUE RESULT")
     assert _healthy(sandbox) == pool_ids
 
 
-def test_stealing_the_request_stream(sandbox, pool_ids):
+def test_stealing_the_request_stream(sandbox: Sandbox, pool_ids: set[str]) -> None:
     """Reading the runner's or init's stdin would let a call see (or eat) later requests."""
     code = r"""
 import json, os
@@ -860,7 +866,7 @@ print(json.dumps(out))
 # values
 
 
-def test_pickle_bearing_return_value_is_never_unpickled(sandbox, tmp_path):
+def test_pickle_bearing_return_value_is_never_unpickled(sandbox: Sandbox, tmp_path: Path) -> None:
     marker = tmp_path / "unpickled"
     code = (
         "class Evil:\n"
@@ -882,13 +888,13 @@ def test_pickle_bearing_return_value_is_never_unpickled(sandbox, tmp_path):
 
 
 class _Evil:
-    def __reduce__(self):  # pragma: no cover - must never run
+    def __reduce__(self) -> Any:  # pragma: no cover - must never run
         return (os.system, ("true",))
 
 
 @pytest.mark.parametrize("bad", [{1, 2}, _Evil(), b"bytes", float("nan"), object(),
                                  {"nested": [1, {2, 3}]}])
-def test_non_json_arguments_are_refused_before_running(sandbox, bad):
+def test_non_json_arguments_are_refused_before_running(sandbox: Sandbox, bad: Any) -> None:
     spec = _spec("def f(x):\n    return 1\n", params={"type": "object"})
     t0 = time.monotonic()
     with pytest.raises(InvalidArguments):
@@ -900,7 +906,7 @@ def test_non_json_arguments_are_refused_before_running(sandbox, bad):
 # life cycle
 
 
-def test_no_container_left_after_close():
+def test_no_container_left_after_close() -> None:
     before = set(_fnforge_containers())
     with Sandbox(pool_size=1) as sb:
         r = sb.run("print('hi')", audit=False, timeout=10)

@@ -65,7 +65,9 @@ def test_add_registers_the_function_in_both_forms_and_each_name_runs_its_own(
     record(opt, True, False)
     for_llm, for_executor = opt.step()
     assert llm_names(for_llm) == {"double": False, "square": False}
-    assert for_executor["double"](n=5) == 10 and for_executor["square"](n=5) == 25  # type: ignore[misc]
+    double, square = for_executor["double"], for_executor["square"]
+    assert double is not None and square is not None
+    assert double(n=5) == 10 and square(n=5) == 25
     assert [e.data["decision"] for e in log.of("decision")] == ["first"]
     assert len(log.of("vet")) == 2 and all(e.data["passed"] for e in log.of("vet"))
 
@@ -132,11 +134,13 @@ def test_revise_replaces_the_code_and_remove_takes_it_out_of_both(
     record(opt, False)
     _, first = opt.step()
     old_f = first["f"]
+    assert old_f is not None
     scripted_llm.push(tool_call("revise_function", fn("f", "return n + 10", 12)),
                       tool_call("terminate", {"reason": "ok"}))
     record(opt, True)
     _, second = opt.step()
-    assert second["f"](n=1) == 11  # type: ignore[misc]
+    revised = second["f"]
+    assert revised is not None and revised(n=1) == 11
     scripted_llm.push(tool_call("remove_function", {"name": "nope", "reason": "x"}),
                       tool_call("remove_function", {"name": "f", "reason": "useless"}),
                       tool_call("terminate", {"reason": "ok"}))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.llm.config import ConfigError, config_from_dict, load_config
+from optimizer.errors import ConfigError
+from optimizer.llm.config import config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,5 @@
-"""End to end with a real model (SmolLM2-135M via llama.cpp): start, talk, parse an action, stop.
+"""End to end with a real model (SmolLM2-135M via llama.cpp): start, talk, parse an action, solve
+a problem through the whole conversation loop (sandbox and grader included), stop.
 
 Skipped only when llama_cpp is missing AND FNFORGE_REQUIRE_REAL_LLM is unset; CI sets it, so a
 missing runtime fails there instead of passing silently.
@@ -13,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from optimizer.actions import RemoveFunction, Terminate, request_actions
+from optimizer.conversation import EpisodeSettings, solve
 from optimizer.llm import LLMClient
 from optimizer.llm.config import LocalConfig, config_from_dict
 from optimizer.llm.local import LocalServer, healthy, port_free
+from optimizer.math import Grader, Problem
+from sandbox import Sandbox
 
 if importlib.util.find_spec("llama_cpp") is None and not os.environ.get(
         "FNFORGE_REQUIRE_REAL_LLM"):
@@ -51,6 +55,17 @@ def test_smollm2_end_to_end(tmp_path: Path) -> None:
             sent = actions.results[0].raw
             assert sent  # the raw response was kept for the record
             assert client.usage_report()["run"]["calls"] == 1 + actions.attempts
+
+            # the whole loop: the real model as the assistant, its code in the sandbox, graded
+            problem = Problem("real/1", "What is 7 times 6?", "42", "Arithmetic", 1, "test")
+            with Sandbox(pool_size=1) as sandbox, Grader(workers=1) as grader:
+                result = solve(problem, client=client, sandbox=sandbox, functions=[],
+                               grader=grader, settings=EpisodeSettings(max_turns=2,
+                                                                        max_tokens=120))
+            assert result.outcome in ("answered", "turn_limit", "terminated"), result.reason
+            assert result.turns >= 1 and result.completion_tokens > 0
+            assert result.messages[-1]["role"] in ("assistant", "user")
+            assert result.grade_reason in ("match", "mismatch", "no-answer")
     finally:
         assert server.stop() is True
     assert server.status() is None and not server.pid_file.exists()

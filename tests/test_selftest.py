@@ -2,38 +2,31 @@
 when the confinement it checks is taken away (a probe that cannot fail is worthless).
 
 The weakened runs start the sandbox image with docker directly, with the hardened option set of
-sandbox/container.py minus one knob, and run sandbox/runner/probes.py as a plain script.
+sandbox/container.py minus one knob, and run the image's probes (sandbox/runner/probes/) in a plain
+python3 process.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
+from sandbox.runner.probes import PROBE_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
-PROBES_PY = ROOT / "sandbox" / "runner" / "probes.py"
+RUN_PROBES = ("import json, sys\nsys.path.insert(0, '/opt/fnforge/runner')\nimport probes\n"
+              "print(json.dumps({'probes': probes.run_probes()}))\n")
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def _probes_module():
-    spec = importlib.util.spec_from_file_location("fnforge_probes", PROBES_PY)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
-
-
-PROBE_NAMES: list[str] = _probes_module().PROBE_NAMES
-
-
-def _find_probe_table(obj: Any) -> dict | None:
+def _find_probe_table(obj: Any) -> dict[str, Any] | None:
     """The dict {probe: {"confined": ..., ...}} somewhere in the CLI's JSON."""
     if isinstance(obj, dict):
         if set(PROBE_NAMES) <= set(obj) and all(isinstance(obj[n], dict) for n in PROBE_NAMES):
@@ -45,7 +38,7 @@ def _find_probe_table(obj: Any) -> dict | None:
     return None
 
 
-def test_cli_selftest_passes_and_names_every_probe():
+def test_cli_selftest_passes_and_names_every_probe() -> None:
     proc = subprocess.run([sys.executable, "-m", "sandbox", "selftest"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"selftest failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -56,7 +49,7 @@ def test_cli_selftest_passes_and_names_every_probe():
     assert not not_confined, not_confined
 
 
-def test_probe_names_are_stable_and_unique():
+def test_probe_names_are_stable_and_unique() -> None:
     assert len(PROBE_NAMES) == len(set(PROBE_NAMES)) >= 40
 
 
@@ -65,7 +58,7 @@ def test_probe_names_are_stable_and_unique():
 
 
 @pytest.fixture(scope="module")
-def docker_env():
+def docker_env() -> tuple[docker.DockerClient, dict[str, Any], Any]:
     docker = pytest.importorskip("docker")
     from sandbox import container, image
 
@@ -77,12 +70,12 @@ def docker_env():
     return client, base, docker
 
 
-def _run_probes(client, options: dict) -> dict[str, dict]:
+def _run_probes(client: docker.DockerClient, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
     opts = dict(options)
     opts.pop("stdin_open", None)
     opts["labels"] = {**opts.get("labels", {}), "fnforge.test": "selftest"}
     opts["log_config"] = {"type": "json-file", "config": {}}  # to read the report back
-    opts["entrypoint"] = ["python3", "-I", "-c", PROBES_PY.read_text()]
+    opts["entrypoint"] = ["python3", "-I", "-c", RUN_PROBES]
     opts["command"] = []
     c = client.containers.create(**opts)
     try:
@@ -91,16 +84,18 @@ def _run_probes(client, options: dict) -> dict[str, dict]:
         out = c.logs(stdout=True, stderr=False).decode()
     finally:
         c.remove(force=True)
-    return json.loads(out)["probes"]
+    probes: dict[str, dict[str, Any]] = json.loads(out)["probes"]
+    return probes
 
 
 @pytest.fixture(scope="module")
-def hardened_report(docker_env):
+def hardened_report(docker_env: tuple[docker.DockerClient, dict[str, Any], Any]
+                    ) -> dict[str, dict[str, Any]]:
     client, base, _ = docker_env
     return _run_probes(client, base)
 
 
-def _weaken(docker, base: dict, how: str) -> dict:
+def _weaken(docker: Any, base: dict[str, Any], how: str) -> dict[str, Any]:
     o = dict(base)
     if how == "network_bridge":
         o["network_mode"] = "bridge"
@@ -153,7 +148,9 @@ WEAKENINGS = {
 
 
 @pytest.mark.parametrize("how", sorted(WEAKENINGS))
-def test_probe_flags_the_unconfined_container(docker_env, hardened_report, how):
+def test_probe_flags_the_unconfined_container(
+        docker_env: tuple[docker.DockerClient, dict[str, Any], Any],
+        hardened_report: dict[str, dict[str, Any]], how: str) -> None:
     client, base, docker = docker_env
     probes = WEAKENINGS[how]
     for name in probes:  # the same probe passes on the hardened option set...

@@ -160,6 +160,30 @@ def test_training_accepts_a_helpful_step_and_rolls_back_a_harmful_one(
     for record in RunDirectory(run).journal():  # never offered to the assistant, never called
         assert "shell" not in record["result"]["functions"]
         assert all(c["function"] != "shell" for c in record["result"]["calls"])
+    review_the_history(run)
+
+
+def review_the_history(run: Path) -> None:
+    """The run's history verifies, its report shows the refused proposal, and an edit of any
+    row is caught and named."""
+    import sqlite3
+
+    def review(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "optimizer", "review", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    verified = review("verify", str(run))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    shown = review(str(run), "--out", str(run / "review.html"))
+    assert shown.returncode == 0, shown.stderr
+    html = (run / "review.html").read_text()
+    assert "shell" in html and "add_numbers" in html and "static.import" in html
+    with sqlite3.connect(run / "history.sqlite") as db:
+        kinds = {k for (k,) in db.execute("SELECT kind FROM records")}
+        assert {"run", "proposal", "vet", "call", "conversation", "metrics"} <= kinds
+        db.execute("UPDATE records SET time = time + 1 WHERE seq = 7")
+    broken = review("verify", str(run))
+    assert broken.returncode == 1 and "record 7" in broken.stdout + broken.stderr
 
 
 def test_a_killed_run_resumes_with_nothing_lost_or_repeated(

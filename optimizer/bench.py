@@ -1,0 +1,334 @@
+"""`python -m optimizer.bench`: the optimizer's and the training loop's figures, in one run.
+
+1. prompt tokens of an optimizer step with 10 and with 100 recorded conversations (by the
+   budget's estimate, and as the embedded model's server counts them);
+2. the time a step spends outside the LLM and vetting (a scripted LLM answering at once);
+3. the share of optimizer steps that end with at least one vetted function, with the embedded
+   model, over the fixed recorded conversations in tests/data/ (target: at least half);
+4. the harness's overhead per conversation turn (scripted LLM, zero latency) against a turn of
+   the embedded model (target: under 2%);
+5. 16 conversations in flight against a scripted 1-second LLM, against one at a time (target: at
+   least 8 times faster);
+6. one epoch of the same scripted conversations with every code block run upstream's way (a new
+   `docker run` each) and through fnforge's sandbox.
+Ratios are of figures measured in this run, on this machine; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sandbox import CallResult, FunctionSpec, RunResult, Sandbox
+from sandbox.container import connect, container_options, remove
+from sandbox.image import find_image
+from sandbox.limits import DEFAULT_LIMITS
+
+from .agent_optimizer import AgentOptimizer, OptimizerSettings
+from .conversation import EpisodeSettings, solve
+from .errors import OptimizerError
+from .events import EventLog
+from .llm import LLMClient
+from .llm.config import config_from_dict, load_config
+from .llm.scripted import Reply, ScriptedLLM, text, tool_call
+from .math import Grader, Problem
+from .prompts import PromptBudget, Recorded, system_prompt, user_prompt
+from .train import parallel
+
+__all__ = ["main"]
+
+RECORDED = Path(__file__).resolve().parents[1] / "tests" / "data" / "recorded_math.jsonl"
+_console = Console(stderr=True)
+
+
+def recorded(n: int) -> list[Recorded]:
+    """n conversations from the fixed recorded set (cycled)."""
+    rows = [json.loads(line) for line in RECORDED.read_text().splitlines() if line.strip()]
+    return [Recorded(r["history"], bool(r["satisfied"])) for r in
+            (rows[i % len(rows)] for i in range(n))]
+
+
+def _scripted_client(server: ScriptedLLM) -> LLMClient:
+    config = config_from_dict({"base_url": server.base_url, "model": "scripted-model",
+                               "max_retries": 1, "timeout": 30.0},
+                              env={"OPENAI_API_KEY": "sk-bench-not-a-key-0000"})
+    return LLMClient(config, api_key="sk-bench-not-a-key-0000")
+
+
+# -- 1. prompt tokens ----------------------------------------------------------------------------
+def prompt_tokens(local: LLMClient | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in (10, 100):
+        for budget in (6000, 3000):
+            text_, stats = user_prompt([], [], recorded(n), PromptBudget(max_prompt_tokens=budget),
+                                       ["add_function", "terminate"])
+            row = {"estimated": stats.estimated_tokens, "shown": stats.shown}
+            if local is not None:
+                result = local.chat("optimizer", [{"role": "system", "content": system_prompt()},
+                                                  {"role": "user", "content": text_}],
+                                    max_tokens=1)
+                row["counted_by_server"] = result.prompt_tokens
+            out[f"{n}_conversations_budget_{budget}"] = row
+    return out
+
+
+# -- 2. a step outside the LLM and vetting ------------------------------------------------------
+def step_overhead(sandbox: Sandbox) -> dict[str, Any]:
+    code = "import sympy\n\ndef count_divisors(n):\n    return int(sympy.divisor_count(n))\n"
+    spec: dict[str, Any] = {"name": "count_divisors", "description": "Number of divisors of n.",
+            "parameters": {"type": "object", "properties": {"n": {"type": "integer",
+                                                                   "minimum": 1}},
+                           "required": ["n"]},
+            "code": code, "tests": [{"args": {"n": 12}, "expect": 6}], "reason": "bench"}
+    rows = []
+    for n in (10, 100):
+        server = ScriptedLLM().start()
+        try:
+            server.push(tool_call("add_function", {**spec, "code": code + f"# {n}\n"}),
+                        tool_call("terminate", {"reason": "done"}))
+            opt = AgentOptimizer(1, client=_scripted_client(server), sandbox=sandbox)
+            for conv in recorded(n):
+                opt.record_one_conversation(conv.history, is_satisfied=conv.satisfied)
+            opt.step()
+            s = opt.history[-1]
+            rows.append({"conversations": n, "seconds": s.seconds, "llm": s.seconds_llm,
+                         "vetting": s.seconds_vetting,
+                         "outside": round(s.seconds - s.seconds_llm - s.seconds_vetting, 4)})
+        finally:
+            server.stop()
+    return {"steps": rows}
+
+
+# -- 3. vetted proposals with the embedded model -------------------------------------------------
+def vetted_share(local: LLMClient, sandbox: Sandbox, steps: int) -> dict[str, Any]:
+    """Each step from the empty library, over a different 6 of the recorded conversations and
+    with its own seed, so the steps are not one prompt repeated."""
+    log = EventLog()
+    rows: list[dict[str, Any]] = []
+    pool = recorded(10)
+    for i in range(steps):
+        opt = AgentOptimizer(1, client=local, sandbox=sandbox, events=log,
+                             settings=OptimizerSettings(
+                                 budget=PromptBudget(max_prompt_tokens=3000), seed=i,
+                                 max_tokens=900, temperature=0.7))
+        for conv in (pool[i:] + pool[:i])[:6]:
+            opt.record_one_conversation(conv.history, is_satisfied=conv.satisfied)
+        with _console.status(f"optimizer step {i + 1}/{steps} with the embedded model"):
+            opt.step()
+        s = opt.history[-1]
+        rows.append({"applied": s.applied, "proposals": s.proposals,
+                     "prompt_tokens": s.prompt_tokens, "seconds": s.seconds,
+                     "functions": s.functions})
+    with_one = sum(1 for r in rows if r["applied"] >= 1)
+    refusals = [e.data.get("why", "")[:300] for e in log.of("refused")]
+    return {"steps": rows, "share_with_a_vetted_function": round(with_one / steps, 3),
+            "refusals": refusals[:10]}
+
+
+# -- 4, 5, 6: the training loop ------------------------------------------------------------------
+_NUMBERS = re.compile(r"\d+")
+
+
+def _assistant(body: dict[str, Any]) -> Reply:
+    """A scripted assistant: code first, then the answer its output gives."""
+    messages = body["messages"]
+    last = messages[-1]
+    question = next(m["content"] for m in messages if m["role"] == "user")
+    a, b = (int(x) for x in _NUMBERS.findall(question)[:2])
+    if last["role"] == "user" and str(last["content"]).startswith("exitcode"):
+        output = str(last["content"]).split("output:\n", 1)[-1].strip()
+        return text(f"The answer is \\boxed{{{output}}}.")
+    return text(f"```python\nprint({a} * {b})\n```")
+
+
+def _problems(n: int) -> list[Problem]:
+    return [Problem(f"bench/{i}", f"What is {i + 2} times {i + 3}?", str((i + 2) * (i + 3)),
+                    "Arithmetic", 1, "bench") for i in range(n)]
+
+
+def harness_overhead(sandbox: Sandbox, local: LLMClient | None,
+                     grader: Grader) -> dict[str, Any]:
+    server = ScriptedLLM(responder=_assistant).start()
+    try:
+        client = _scripted_client(server)
+        problems = _problems(20)
+        solve(problems[0], client=client, sandbox=sandbox, functions=[], grader=grader)
+        t0 = time.perf_counter()
+        turns = 0
+        for p in problems:
+            turns += solve(p, client=client, sandbox=sandbox, functions=[], grader=grader).turns
+        per_turn = (time.perf_counter() - t0) / turns
+    finally:
+        server.stop()
+    out: dict[str, Any] = {"harness_seconds_per_turn": round(per_turn, 4)}
+    if local is not None:
+        question = Problem("bench/real", "What is 12 times 13? Answer in \\boxed{}.", "156",
+                           "Arithmetic", 1, "bench")
+        t0 = time.perf_counter()
+        result = solve(question, client=local, sandbox=sandbox, functions=[], grader=grader,
+                       settings=EpisodeSettings(max_turns=2, max_tokens=200))
+        model_turn = (time.perf_counter() - t0) / max(result.turns, 1)
+        out.update(model_seconds_per_turn=round(model_turn, 2),
+                   overhead_share=round(per_turn / model_turn, 5))
+    return out
+
+
+def concurrency(sandbox: Sandbox, grader: Grader) -> dict[str, Any]:
+    def answer(body: dict[str, Any]) -> Reply:
+        q = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        a, b = (int(x) for x in _NUMBERS.findall(q)[:2])
+        return text(f"\\boxed{{{a * b}}}")
+
+    server = ScriptedLLM(latency=1.0, responder=answer).start()
+    try:
+        client = _scripted_client(server)
+        problems = _problems(16)
+
+        def work(p: Problem) -> Any:
+            return solve(p, client=client, sandbox=sandbox, functions=[], grader=grader)
+
+        t0 = time.perf_counter()
+        for p in problems:
+            work(p)
+        sequential = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        list(parallel(problems, work, 16))
+        in_flight = time.perf_counter() - t0
+    finally:
+        server.stop()
+    return {"sequential_s": round(sequential, 2), "sixteen_in_flight_s": round(in_flight, 2),
+            "speedup": round(sequential / in_flight, 1)}
+
+
+class DockerRunPerCall:
+    """Upstream's execution: every code block in a new container (hardened like fnforge's)."""
+
+    def __init__(self) -> None:
+        self.client = connect()
+        self.image = str(find_image(self.client).id)
+
+    def run(self, code: str, functions: Sequence[FunctionSpec] = (), *,
+            timeout: float | None = None) -> RunResult:
+        source = "\n\n".join([*(f.code for f in functions), code])
+        options = container_options(self.image, DEFAULT_LIMITS)
+        options.update(entrypoint=["/usr/bin/python3", "-c", source], stdin_open=False,
+                       log_config={"type": "json-file", "config": {}})
+        started = time.perf_counter()
+        container = self.client.containers.run(detach=True, **options)
+        try:
+            status = container.wait(timeout=timeout or 30)
+            out = container.logs(stdout=True, stderr=False).decode()
+            err = container.logs(stdout=False, stderr=True).decode()
+        finally:
+            remove(container)
+        code_ = int(status.get("StatusCode", 1))
+        return RunResult(ok=code_ == 0, stdout=out, stderr=err, exit_code=code_,
+                         duration_ms=(time.perf_counter() - started) * 1000)
+
+    def call(self, spec: FunctionSpec, args: dict[str, Any] | None = None, *,
+             timeout: float | None = None) -> CallResult:
+        raise OptimizerError("the upstream baseline runs code blocks only")
+
+
+def upstream_epoch(sandbox: Sandbox, grader: Grader, n: int = 8) -> dict[str, Any]:
+    server = ScriptedLLM(responder=_assistant).start()
+    try:
+        client = _scripted_client(server)
+        times = {}
+        for label, executor in (("fnforge", sandbox), ("docker_run_per_call",
+                                                       DockerRunPerCall())):
+            t0 = time.perf_counter()
+            right = sum(solve(p, client=client, sandbox=executor, functions=[],
+                              grader=grader).correct for p in _problems(n))
+            times[label] = round(time.perf_counter() - t0, 2)
+            times[f"{label}_correct"] = right
+    finally:
+        server.stop()
+    times["ratio"] = round(times["docker_run_per_call"] / times["fnforge"], 1)
+    return {"conversations": n, **times}
+
+
+def _local_client() -> LLMClient | None:
+    config = load_config()
+    if config.provider != "local":
+        return None
+    from .llm.local import LocalServer
+
+    if LocalServer().status() is None:
+        return None
+    return LLMClient(config, use_config_cache=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m optimizer.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument("--steps", type=int, default=4,
+                        help="optimizer steps with the embedded model (default 4)")
+    args = parser.parse_args(argv)
+    from .llm.local import LocalServer
+
+    server = LocalServer()
+    started = False
+    if load_config().provider == "local" and server.status() is None:
+        _console.print("starting the embedded model for the model rows")
+        server.start(load_config().local)
+        started = True
+    figures: dict[str, Any] = {}
+    try:
+        local = _local_client()
+        with Sandbox() as sandbox, Grader(workers=2) as grader:
+            figures["prompt_tokens"] = prompt_tokens(local)
+            figures["step_outside_llm_and_vetting"] = step_overhead(sandbox)
+            figures["harness"] = harness_overhead(sandbox, local, grader)
+            figures["concurrency"] = concurrency(sandbox, grader)
+            figures["upstream_epoch"] = upstream_epoch(sandbox, grader)
+            if local is not None:
+                figures["vetted_proposals"] = vetted_share(local, sandbox, args.steps)
+    finally:
+        if started:
+            server.stop()
+    _report(figures)
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    sys.stdout.write(json.dumps(figures) + "\n")
+    return 0
+
+
+def _report(f: dict[str, Any]) -> None:
+    for key, row in f["prompt_tokens"].items():
+        _console.print(f"optimizer prompt, {key.replace('_', ' ')}: {row}")
+    for row in f["step_outside_llm_and_vetting"]["steps"]:
+        _console.print(f"a step with {row['conversations']} conversations: {row['outside']} s "
+                       f"outside the LLM ({row['llm']} s) and vetting ({row['vetting']} s)")
+    h = f["harness"]
+    share = h.get("overhead_share")
+    _console.print(f"harness per turn: {h['harness_seconds_per_turn']} s"
+                   + (f"; a turn of the embedded model {h['model_seconds_per_turn']} s; "
+                      f"overhead {100 * share:.2f}% (target < 2%: "
+                      f"{'met' if share < 0.02 else 'MISSED'})" if share is not None else ""))
+    c = f["concurrency"]
+    _console.print(f"16 conversations, scripted 1 s LLM: {c['sequential_s']} s one at a time, "
+                   f"{c['sixteen_in_flight_s']} s in flight: {c['speedup']}x (target >= 8x: "
+                   f"{'met' if c['speedup'] >= 8 else 'MISSED'})")
+    u = f["upstream_epoch"]
+    _console.print(f"an epoch of {u['conversations']} conversations: fnforge "
+                   f"{u['fnforge']} s, a docker run per code block {u['docker_run_per_call']} s:"
+                   f" {u['ratio']}x")
+    v = f.get("vetted_proposals")
+    if v:
+        _console.print(f"optimizer steps with at least one vetted function (embedded model): "
+                       f"{v['share_with_a_vetted_function']:.0%} (target >= 50%: "
+                       f"{'met' if v['share_with_a_vetted_function'] >= 0.5 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
