@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from sandbox import CallResult, FunctionSpec, RunResult, Sandbox
+from sandbox.bench import write_figures
 from sandbox.container import connect, container_options, remove
 from sandbox.image import find_image
 from sandbox.limits import DEFAULT_LIMITS
@@ -297,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if started:
             server.stop()
     _report(figures)
-    if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
-    sys.stdout.write(json.dumps(figures) + "\n")
+    write_figures(figures, args.out)
     return 0
 
 

@@ -31,6 +31,8 @@ from .limits import DEFAULT_LIMITS
 from .runtime import Sandbox
 from .spec import FunctionSpec
 
+__all__ = ["main", "write_figures"]
+
 _console = Console(stderr=True)
 TRIVIAL = FunctionSpec.from_dict({
     "name": "add", "description": "add two integers",
@@ -194,10 +196,15 @@ def main(args: argparse.Namespace) -> int:
             "fnforge_over_floor_p50": round(p50 / figures["floor"]["p50_ms"], 1),
         }
     _report(figures)
-    if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
-    sys.stdout.write(json.dumps(figures) + "\n")
+    write_figures(figures, args.out)
     return 0
+
+
+def write_figures(figures: dict[str, Any], out: str | None) -> None:
+    """One JSON line on stdout, and the same figures, indented, in `out` when given."""
+    if out:
+        Path(out).write_text(json.dumps(figures, indent=2) + "\n")
+    sys.stdout.write(json.dumps(figures) + "\n")
 
 
 def _report(f: dict[str, Any]) -> None:

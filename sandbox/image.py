@@ -24,6 +24,21 @@ from .errors import ImageMissing, SandboxError
 from .packages import PACKAGES_FILE, image_packages
 from .paths import cache_dir
 
+__all__ = [
+    "BASE_REPO",
+    "DOCKERFILE",
+    "IMAGES_DIR",
+    "IMAGE_REPO",
+    "LABEL",
+    "RUNNER_DIR",
+    "SUITE",
+    "base_tag",
+    "build_image",
+    "find_image",
+    "image_tag",
+]
+
+
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 RUNNER_DIR = Path(__file__).resolve().parent / "runner"
 DOCKERFILE = IMAGES_DIR / "Dockerfile"

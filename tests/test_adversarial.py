@@ -130,6 +130,19 @@ def _last_json(stdout: str) -> dict[str, Any]:
     raise AssertionError(f"no JSON line in stdout: {stdout[-1000:]!r}")
 
 
+def _attack(sb: Sandbox, code: str, timeout: float = 10) -> dict[str, Any]:
+    """Run an attack script (audit off: the container is what is under test) and return the
+    JSON object it printed last: label -> outcome."""
+    r = sb.run(code, audit=False, timeout=timeout)
+    assert r.ok, r
+    return _last_json(r.stdout)
+
+
+def _refused(report: dict[str, Any]) -> None:
+    bad = {k: v for k, v in report.items() if not str(v).startswith("refused")}
+    assert report and not bad, bad
+
+
 def _fnforge_containers(owner: int | None = None) -> list[str]:
     flt = ["--filter", "label=fnforge"]
     if owner is not None:
@@ -376,9 +389,7 @@ for d in ("/root", "/home", "/mnt", "/media", "/srv"):
         out[d] = "ERR " + type(exc).__name__
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
+    out = _attack(sandbox, code)
     assert out["/etc/shadow"].startswith("ERR") or "root:" not in out["/etc/shadow"]
     assert out["/root/.ssh/id_rsa"].startswith("ERR")
     assert out["/root/.bashrc"].startswith("ERR")
@@ -464,9 +475,7 @@ except OSError as exc:
     out["udp"] = f"refused {exc.errno}"
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=30)
-    assert r.ok, r
-    out = _last_json(r.stdout)
+    out = _attack(sandbox, code, timeout=30)
     assert len(out) == 9, out
     for label, outcome in out.items():
         assert outcome.startswith("refused"), (label, outcome)
@@ -495,11 +504,7 @@ rec("setuid0", libc.setuid(0))
 rec("bpf", libc.syscall(321, 0, 0, 0))
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
-    for label, outcome in out.items():
-        assert outcome.startswith("refused"), (label, outcome)
+    _refused(_attack(sandbox, code))
     _healthy(sandbox)
 
 
@@ -523,10 +528,7 @@ except OSError as exc:
     out["-1"] = f"refused {exc.errno}"
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
-    assert out and all(v.startswith("refused") for v in out.values()), out
+    _refused(_attack(sandbox, code))
     assert _healthy(sandbox) == pool_ids, "a container was replaced: the runner was hit"
 
 
@@ -559,9 +561,7 @@ for p in os.listdir("/proc"):
         out[f"fd {p}"] = f"refused {exc.errno}"
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
+    out = _attack(sandbox, code)
     bad = {k: v for k, v in out.items() if not v.startswith("refused")}
     if _gvisor(sandbox):  # runsc 2022 lists /proc/<pid>/fd and opens an (empty) environ of
         # non-dumpable processes; ptrace and mem stay refused (fds: forging/stealing tests)
@@ -617,10 +617,7 @@ for path, data in (("/proc/sysrq-trigger", "h"), ("/proc/self/oom_score_adj", "-
         out[path] = f"refused {exc.errno}"
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
-    assert all(v.startswith("refused") for v in out.values()), out
+    _refused(_attack(sandbox, code))
     _healthy(sandbox)
 
 
@@ -638,10 +635,7 @@ for d in ("/", "/etc", "/usr/lib/python3/dist-packages", "/opt/fnforge", "/opt/f
         out[d] = f"refused {exc.errno}"
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
-    assert all(v.startswith("refused") for v in out.values()), out
+    _refused(_attack(sandbox, code))
     _healthy(sandbox)
 
 
@@ -667,9 +661,7 @@ except OSError as exc:
     out["hardlink"] = f"refused {exc.errno}"
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
+    out = _attack(sandbox, code)
     assert "sandbox" in out.pop("passwd") or True  # the container's own passwd is fine to read
     assert out.pop("hardlink").startswith("refused")
     for target, outcome in out.items():
@@ -851,9 +843,7 @@ for fd in range(3, 256):  # anything inherited from the runner
         pass
 print(json.dumps(out))
 """
-    r = sandbox.run(code, audit=False, timeout=10)
-    assert r.ok, r
-    out = _last_json(r.stdout)
+    out = _attack(sandbox, code)
     opened = {k: v for k, v in out.items()
               if not k.startswith("fd") and not v.startswith("refused")}
     assert not opened, f"another process's stdin can be opened: {opened}"

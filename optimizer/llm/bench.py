@@ -19,6 +19,9 @@ from typing import Any
 from .client import LLMClient
 from .config import config_from_dict, load_config
 
+__all__ = ["STABLE_PREFIX", "bench_rows", "main"]
+
+
 STABLE_PREFIX = (
     "You improve the function library of a Python agent. Each function is a JSON object with "
     "name, description, parameters (a JSON schema of type object), code (one Python def), "

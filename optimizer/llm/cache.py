@@ -20,6 +20,9 @@ from typing import Any
 
 from ..errors import CacheMiss
 
+__all__ = ["KEY_FIELDS", "CacheMode", "ResponseCache", "request_key"]
+
+
 # Request fields that change the answer; transport details (timeouts, headers) do not.
 KEY_FIELDS: tuple[str, ...] = (
     "model", "messages", "tools", "tool_choice", "response_format", "temperature", "top_p",

@@ -25,6 +25,23 @@ from sandbox import cache_dir
 
 from ..errors import ConfigError
 
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "DEFAULT_OPENAI_MODEL",
+    "LOCAL_MODELS",
+    "ROLES",
+    "CacheConfig",
+    "LLMConfig",
+    "LocalConfig",
+    "Price",
+    "RoleConfig",
+    "config_from_dict",
+    "find_config_file",
+    "load_config",
+    "resolve_llm_config",
+]
+
+
 ROLES: tuple[str, ...] = ("assistant", "optimizer")
 Provider = Literal["openai", "azure", "local"]
 Structured = Literal["auto", "tools", "json"]

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +42,29 @@ from sandbox.container import pid_alive
 
 from ..errors import LocalModelError
 from .config import LocalConfig
+
+__all__ = [
+    "HOST",
+    "MODELS",
+    "PART_COUNT",
+    "PART_VERSION",
+    "LocalModel",
+    "LocalServer",
+    "ServerInfo",
+    "assemble",
+    "choose_port",
+    "console",
+    "ensure_server",
+    "free_port",
+    "get_model",
+    "healthy",
+    "model_file",
+    "part_paths",
+    "part_requirements",
+    "port_free",
+    "sha256_file",
+]
+
 
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
 PART_VERSION = "0.2.0"
@@ -367,15 +390,3 @@ class LocalServer:
 def ensure_server(cfg: LocalConfig, show: bool = True) -> ServerInfo:
     """The running local server for cfg.model, started if needed (used by LLMClient)."""
     return LocalServer().start(cfg, show=show)
-
-
-@contextlib.contextmanager
-def running_server(cfg: LocalConfig, state_dir: Path, show: bool = False,
-                   port: int = 0) -> Iterator[ServerInfo]:
-    """A server for the length of a with-block (tests, benchmarks)."""
-    server = LocalServer(state_dir)
-    info = server.start(cfg, port=port, show=show)
-    try:
-        yield info
-    finally:
-        server.stop()

@@ -71,6 +71,17 @@ from collections.abc import Callable, Iterable, Iterator
 from types import CodeType
 from typing import Any
 
+__all__ = [
+    "audit_pause",
+    "audit_paused",
+    "audit_resume",
+    "compile_function",
+    "guarded_builtins",
+    "install_audit_hook",
+    "load_function",
+]
+
+
 try:  # inside the container the runner dir is on sys.path and this is the top-level `guards`
     import restricted_policy
     from formats import format_field_problem

@@ -47,6 +47,27 @@ import seccomp
 import zygote
 from protocol import ErrorKind, loads_bounded
 
+__all__ = [
+    "HEAVY_SOURCE",
+    "IGNORED_SIGNALS",
+    "MAX_AUDIT_EVENTS",
+    "MAX_COMPILED",
+    "STATUS_WAIT_S",
+    "TMP",
+    "CallNotStarted",
+    "CallProcess",
+    "Outcome",
+    "Server",
+    "Zygote",
+    "ZygoteDied",
+    "channel",
+    "empty_dir",
+    "needs_heavy",
+    "parse_report",
+    "respond",
+]
+
+
 TMP = "/tmp"
 IGNORED_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP,

@@ -15,6 +15,44 @@ import time
 from collections.abc import Callable
 from typing import TypedDict
 
+__all__ = [
+    "CONNECT_WAIT_S",
+    "DNS_WAIT_S",
+    "ENV_ALLOWED",
+    "MAX_FORKS",
+    "MAX_FSIZE",
+    "MAX_MEMORY_BYTES",
+    "MAX_NOFILE",
+    "MAX_NPROC",
+    "MAX_PIDS",
+    "MAX_TMP_BYTES",
+    "_DENIED",
+    "_ENV_SUSPICIOUS",
+    "_GVISOR",
+    "_HOLDER",
+    "_NO_ROUTE",
+    "_NR",
+    "_RO_OR_DENIED",
+    "_SYSCALL_DENIED",
+    "_VALUE_SUSPICIOUS",
+    "Mount",
+    "ProbeReport",
+    "ProbeResult",
+    "_comm",
+    "_en",
+    "_in_fork",
+    "_lib",
+    "_mounts",
+    "_open_for_write",
+    "_other_pids",
+    "_pids",
+    "_read",
+    "_reap",
+    "_status_fields",
+    "_syscall",
+]
+
+
 ProbeResult = tuple[bool, str]  # (confined, detail)
 
 

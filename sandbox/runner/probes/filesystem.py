@@ -23,6 +23,23 @@ from .common import (
     _read,
 )
 
+__all__ = [
+    "probe_devices",
+    "probe_docker_socket",
+    "probe_host_files",
+    "probe_host_mounts",
+    "probe_proc_masked",
+    "probe_proc_oom_score_adj",
+    "probe_proc_sys_write",
+    "probe_proc_sysrq_trigger",
+    "probe_sys_write",
+    "probe_tmp_bounded",
+    "probe_tmp_noexec",
+    "probe_writable_mounts_noexec",
+    "probe_write_outside_tmp",
+]
+
+
 
 def probe_proc_sysrq_trigger() -> ProbeResult:
     bad = _open_for_write("/proc/sysrq-trigger")

@@ -19,6 +19,19 @@ from .common import (
     _read,
 )
 
+__all__ = [
+    "probe_host_loopback",
+    "probe_net_dns",
+    "probe_net_egress_ipv4",
+    "probe_net_host_gateway",
+    "probe_net_interfaces",
+    "probe_net_ipv6",
+    "probe_net_netlink",
+    "probe_net_raw_socket",
+    "probe_net_udp_egress",
+]
+
+
 
 def _connect_all(targets: Sequence[tuple[int, tuple[str | int, ...]]],
                  proto: int = socket.SOCK_STREAM) -> list[str]:

@@ -29,6 +29,21 @@ from .common import (
     _syscall,
 )
 
+__all__ = [
+    "probe_capabilities",
+    "probe_env_empty",
+    "probe_keyctl",
+    "probe_mount",
+    "probe_no_new_privs",
+    "probe_ptrace",
+    "probe_seccomp",
+    "probe_setuid",
+    "probe_setuid_binaries",
+    "probe_uid",
+    "probe_unshare",
+]
+
+
 
 def probe_env_empty() -> ProbeResult:
     bad = []

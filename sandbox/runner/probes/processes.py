@@ -28,6 +28,16 @@ from .common import (
     _syscall,
 )
 
+__all__ = [
+    "probe_fork_limit",
+    "probe_pid_namespace",
+    "probe_proc_other_processes",
+    "probe_ptrace_other_processes",
+    "probe_sigio_to_other_processes",
+    "probe_signal_other_processes",
+]
+
+
 
 def probe_pid_namespace() -> ProbeResult:
     pids = _pids()

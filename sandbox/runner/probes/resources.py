@@ -15,6 +15,9 @@ from .common import (
     _read,
 )
 
+__all__ = ["probe_cpu_limit", "probe_memory_limit", "probe_pids_limit", "probe_rlimits"]
+
+
 
 def _first_readable(*paths: str) -> tuple[str, str] | None:
     """(path, stripped content) of the first readable path; None when none is."""
