@@ -245,7 +245,7 @@ class Sandbox:
             healthy = False
             wait = timeout + self.limits.host_grace_s
             started = time.monotonic()
-            oom = False
+            oom, cause = False, ""
             try:
                 answer = _checked(worker.request(message, wait), message["op"], self.limits)
                 kind = answer["error"].kind if answer["error"] else None
@@ -258,13 +258,14 @@ class Sandbox:
                 failure: SandboxBroken = exc
             except SandboxBroken as exc:  # the container is killed and replaced
                 failure = exc
-                oom = _oom_killed(worker)
+                oom, cause = _container_end(worker)
             finally:
                 self._release(worker, healthy)
             kind = (ErrorKind.MEMORY_LIMIT if oom else
                     ErrorKind.TIMEOUT if isinstance(failure, _NoAnswer) else ErrorKind.CRASHED)
             return {**_EMPTY, "timed_out": kind is ErrorKind.TIMEOUT, "oom_killed": oom,
-                    "error": ErrorInfo(kind, _CONDITION[kind], f"container killed: {failure}"),
+                    "error": ErrorInfo(kind, _CONDITION[kind],
+                                       f"container lost ({cause or 'replaced'}): {failure}"),
                     "exit_code": -9, "duration_ms": (time.monotonic() - started) * 1000}
         raise AssertionError("unreachable")
 
@@ -471,9 +472,18 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
     return ErrorInfo(_KINDS[raw["kind"]], *fields)
 
 
-def _oom_killed(worker: _Worker) -> bool:
+def _container_end(worker: _Worker) -> tuple[bool, str]:
+    """(killed by the memory limit, how the container ended) as the engine tells it."""
     try:
         worker.container.reload()
-        return bool(worker.container.attrs["State"].get("OOMKilled"))
+        state = worker.container.attrs["State"]
     except Exception:
-        return False
+        return False, "the engine no longer knows the container"
+    if state.get("OOMKilled"):
+        return True, "the OOM killer ended it"
+    if state.get("Running"):
+        return False, "the runner stopped answering"
+    code = state.get("ExitCode")
+    if code == 137:
+        return False, "killed (SIGKILL) from outside, e.g. by the engine"
+    return False, f"the runner exited with status {code}"

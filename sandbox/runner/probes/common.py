@@ -41,6 +41,7 @@ __all__ = [
     "_comm",
     "_en",
     "_in_fork",
+    "_judge",
     "_lib",
     "_mounts",
     "_open_for_write",
@@ -292,3 +293,14 @@ def _open_for_write(path: str) -> str | None:
         return f"{path}: {_en(exc.errno)}"
     os.close(fd)
     return f"{path} opened for writing"
+
+
+def _judge(label: str, succeeded: bool, err: int, bad: list[str], ok: list[str]) -> None:
+    """A forbidden call: its success is a leak, a refusal (EPERM/EACCES/ENOSYS) is confinement,
+    any other errno is unexpected and counts as not confined."""
+    if succeeded:
+        bad.append(f"{label} succeeded")
+    elif err in _SYSCALL_DENIED:
+        ok.append(f"{label} {_en(err)}")
+    else:
+        bad.append(f"{label} {_en(err)}")

@@ -22,6 +22,7 @@ from .common import (
     ProbeResult,
     _en,
     _in_fork,
+    _judge,
     _lib,
     _pids,
     _reap,
@@ -185,19 +186,14 @@ def probe_mount() -> ProbeResult:
 def probe_unshare() -> ProbeResult:
     def attempt() -> ProbeResult:
         libc = _lib()
-        bad, ok = [], []
+        bad: list[str] = []
+        ok: list[str] = []
         flags = [("CLONE_NEWNS", 0x00020000), ("CLONE_NEWNET", 0x40000000),
                  ("CLONE_NEWPID", 0x20000000), ("CLONE_NEWUSER", 0x10000000)]
         for label, flag in flags:
             ctypes.set_errno(0)
             rc = libc.unshare(ctypes.c_int(flag))
-            err = ctypes.get_errno()
-            if rc == 0:
-                bad.append(f"unshare({label}) succeeded")
-            elif err in _SYSCALL_DENIED:
-                ok.append(f"unshare({label}) {_en(err)}")
-            else:
-                bad.append(f"unshare({label}) {_en(err)}")
+            _judge(f"unshare({label})", rc == 0, ctypes.get_errno(), bad, ok)
         # raw clone with a new user namespace (clone itself, not only unshare)
         if "clone" in _NR and not bad:
             ret, err = _syscall("clone", 0x10000000 | signal.SIGCHLD, 0, 0, 0, 0)
@@ -205,33 +201,20 @@ def probe_unshare() -> ProbeResult:
                 os._exit(0)
             if ret > 0:
                 os.waitpid(ret, 0)
-                bad.append("clone(CLONE_NEWUSER) succeeded")
-            elif err in _SYSCALL_DENIED:
-                ok.append(f"clone(CLONE_NEWUSER) {_en(err)}")
-            else:
-                bad.append(f"clone(CLONE_NEWUSER) {_en(err)}")
+            _judge("clone(CLONE_NEWUSER)", ret > 0, err, bad, ok)
         return (not bad), "; ".join(bad) or "; ".join(ok)
     return _in_fork(attempt)
 
 
 def probe_keyctl() -> ProbeResult:
     def attempt() -> ProbeResult:
-        bad, ok = [], []
+        bad: list[str] = []
+        ok: list[str] = []
         ret, err = _syscall("add_key", ctypes.c_char_p(b"user"), ctypes.c_char_p(b"fnforge"),
                             ctypes.c_char_p(b"x"), 1, -2)  # KEY_SPEC_PROCESS_KEYRING
-        if ret >= 0:
-            bad.append("add_key succeeded")
-        elif err in _SYSCALL_DENIED:
-            ok.append(f"add_key {_en(err)}")
-        else:
-            bad.append(f"add_key {_en(err)}")
+        _judge("add_key", ret >= 0, err, bad, ok)
         ret, err = _syscall("keyctl", 1, 0, 0, 0, 0)  # KEYCTL_JOIN_SESSION_KEYRING(NULL)
-        if ret >= 0:
-            bad.append("keyctl(JOIN_SESSION_KEYRING) succeeded")
-        elif err in _SYSCALL_DENIED:
-            ok.append(f"keyctl {_en(err)}")
-        else:
-            bad.append(f"keyctl {_en(err)}")
+        _judge("keyctl(JOIN_SESSION_KEYRING)", ret >= 0, err, bad, ok)
         return (not bad), "; ".join(bad) or "; ".join(ok)
     return _in_fork(attempt)
 
