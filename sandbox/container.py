@@ -53,9 +53,11 @@ def container_options(image: str, limits: Limits, runtime: str | None = None) ->
         dns=["127.0.0.1"],  # resolv.conf names no host resolver (there is no network anyway)
         read_only=True,  # read-only root filesystem
         tmpfs={
-            # the one writable place: bounded in bytes and inodes, emptied after every call
-            "/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m,"
-                    f"nr_inodes={limits.tmp_inodes},mode=1777",
+            # the one writable place: bounded in bytes and inodes, emptied after every call;
+            # owned by the sandbox user so the runner can put back its mode and times
+            "/tmp": f"rw,noexec,nosuid,nodev,noatime,size={limits.tmpfs_mb}m,"
+                    f"nr_inodes={limits.tmp_inodes},mode=1777,uid={SANDBOX_UID},"
+                    f"gid={SANDBOX_UID}",
             # replaces Docker's mqueue mount: no message queue can carry state across calls
             "/dev/mqueue": "ro,noexec,nosuid,nodev,size=4k",
         },

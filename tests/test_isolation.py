@@ -332,3 +332,50 @@ def test_after_a_hostile_call_the_next_innocent_call_succeeds(one_container: San
     assert r.ok and r.stdout == "[]\n", (r.error, r.stdout[:300])
     assert one_container.call(ECHO, {"secret": "xy"}).value == 2
     assert one_container.run(_CONTAINER_ID).stdout == before  # the same container served it
+
+
+# -- channels the review found: kernel state that outlives a call --------------------------------
+def test_no_network_socket_can_be_made_even_on_loopback(one_container: Sandbox) -> None:
+    """A loopback TIME_WAIT socket outlives its process by a minute: a call could leave a port
+    number for the next one. Call processes may make AF_UNIX sockets only (the kernel filter)."""
+    code = ("import socket, json\nout = {}\n"
+            "for fam in ('AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_PACKET'):\n"
+            "    try:\n"
+            "        socket.socket(getattr(socket, fam), socket.SOCK_DGRAM if fam != 'AF_PACKET'"
+            " else socket.SOCK_RAW).close()\n"
+            "        out[fam] = 'made'\n"
+            "    except OSError as exc:\n"
+            "        out[fam] = 'refused ' + str(exc.errno)\n"
+            "a, b = socket.socketpair()\nout['AF_UNIX'] = 'made'\nprint(json.dumps(out))\n")
+    r = one_container.run(code, audit=False)
+    assert r.ok, r.stderr[-1000:]
+    out = json.loads(r.stdout)
+    assert out.pop("AF_UNIX") == "made"
+    assert all(v == "refused 1" for v in out.values()), out
+
+
+def test_tmp_itself_keeps_nothing_of_a_call(one_container: Sandbox) -> None:
+    """/tmp's own mode, times and extended attributes survive emptying it: a call that picks
+    when to write there could leave a number in them. The runner puts them back."""
+    reader = ("import os\nst = os.stat('/tmp')\n"
+              "print(oct(st.st_mode), st.st_atime_ns, st.st_mtime_ns, os.listxattr('/tmp'))\n")
+    before = one_container.run(reader).stdout
+    container = one_container.run(_CONTAINER_ID).stdout
+    writer = ("import os, time\nwhile (time.time_ns() // 1_000_000) % 100 != 42:\n    pass\n"
+              "open('/tmp/x', 'w').close()\nos.unlink('/tmp/x')\n"
+              "os.setxattr('/tmp', 'user.n', b'42')\nos.chmod('/tmp', 0o700)\n"
+              "os.utime('/tmp', ns=(42, 42))\n")
+    assert one_container.run(writer, audit=False).ok
+    assert one_container.run(reader).stdout == before
+    assert one_container.run(_CONTAINER_ID).stdout == container  # the same container
+
+
+def test_a_zombie_leader_with_a_live_thread_does_not_stall_the_next_call(
+        one_container: Sandbox) -> None:
+    code = ("import os, threading, ctypes, time\npid = os.fork()\nif pid == 0:\n"
+            "    threading.Thread(target=lambda: time.sleep(1000)).start()\n"
+            "    ctypes.CDLL(None).syscall(60, 0)  # SYS_exit: only the leader thread ends\n"
+            "    time.sleep(1000)\ntime.sleep(0.3)\n")
+    one_container.run(code, audit=False, timeout=10)
+    r = one_container.run("print('innocent', 6 * 7)", timeout=1)
+    assert r.ok and r.stdout == "innocent 42\n", r.error

@@ -46,6 +46,7 @@ def rules(report: VetReport, name: str) -> set[str]:
     (7, 7.0, True), (0.1 + 0.2, 0.3, True), (1e-12, 0, True), (1.0, 1.001, False),
     ([1, [2.0000000001]], [1, [2]], True), ({"a": 1}, {"a": 1, "b": 2}, False),
     (True, 1, False), (None, None, True), ("7", 7, False), ([1, 2], [2, 1], False),
+    (10**400, 1.5, False), (0.5, 10**400, False), (10**400, 10**400, True),
 ])
 def test_expect_compares_as_json_with_float_tolerance(got: Any, want: Any, equal: bool) -> None:
     assert json_equal(got, want) is equal

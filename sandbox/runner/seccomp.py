@@ -16,7 +16,14 @@ import errno
 import os
 import struct
 
-__all__ = ["CLONE_NAMESPACE_FLAGS", "DENIED_SYSCALLS", "SELF_ONLY_SYSCALLS", "install", "prctl"]
+__all__ = [
+    "CLONE_NAMESPACE_FLAGS",
+    "DENIED_SYSCALLS",
+    "SELF_ONLY_SYSCALLS",
+    "SOCKET_DOMAINS_ALLOWED",
+    "install",
+    "prctl",
+]
 
 DENIED_SYSCALLS: dict[str, int] = {
     # signals and process handles aimed at other processes
@@ -58,7 +65,12 @@ NEWNET): refused. Docker's own profile refuses them too, but runsc does not appl
 gVisor's kernel lets any user make a user namespace. (clone3 is ENOSYS under both runtimes, so
 glibc falls back to clone, whose flags this filter can read.)"""
 
-_FCNTL, _IOCTL, _CLONE = 72, 16, 56
+SOCKET_DOMAINS_ALLOWED = (1,)
+"""socket() and socketpair() only for AF_UNIX: no TCP/UDP state (a loopback TIME_WAIT socket
+outlives the process by a minute, so a call could leave a mark for the next one), no netlink,
+no packet sockets. The container has no network anyway; this closes its loopback too."""
+
+_FCNTL, _IOCTL, _CLONE, _SOCKET, _SOCKETPAIR = 72, 16, 56, 41, 53
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_SYSCALL_BIT = 0x40000000
 
@@ -79,7 +91,12 @@ def _program() -> bytes:
         (jeq, _FCNTL, "fcntl", None),
         (jeq, _IOCTL, "ioctl", None),
         (jeq, _CLONE, "clone", None),
+        (jeq, _SOCKET, "socket", None),
+        (jeq, _SOCKETPAIR, "socket", None),
         (ret, allow, None, None),
+        "socket", (ld_abs, 16, None, None),  # low half of args[0]: the domain
+        *[(jeq, domain, "allow", None) for domain in SOCKET_DOMAINS_ALLOWED],
+        (ret, deny, None, None),
         "clone", (ld_abs, 16, None, None),  # low half of args[0]: the flags
         (jset, CLONE_NAMESPACE_FLAGS, "deny", None),
         (ret, allow, None, None),
@@ -95,6 +112,7 @@ def _program() -> bytes:
         (jeq, 0, None, "deny"),
         (ret, allow, None, None),
         "deny", (ret, deny, None, None),
+        "allow", (ret, allow, None, None),
     ]
     labels, count = {}, 0
     for op in ops:

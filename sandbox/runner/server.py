@@ -77,6 +77,7 @@ HEAVY_SOURCE = re.compile(r"\b(?:sympy|numpy|mpmath)\b")
 MAX_COMPILED = 256  # code objects kept, by (source, restricted)
 MAX_AUDIT_EVENTS = 100  # audit lines accepted from one call; more is a protocol violation
 STATUS_WAIT_S = 5.0  # how long to wait for a killed process's exit status
+KILL_WAIT_S = 1.5  # how long the clean-up may take to end a call's processes, then: retire
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 
 
@@ -153,6 +154,7 @@ class Server:
                               if os.path.exists(p)), None)
         self.oom_baseline = 0
         self.tmp_baseline = 1
+        self.tmp_stamp: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     # -- the protocol loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -242,6 +244,7 @@ class Server:
         for heavy in (False, True):
             self.zygotes[heavy] = self._start_zygote(heavy)
         self.tmp_baseline = _inodes_in(TMP)
+        self.tmp_stamp = _stamp(TMP)
         self.oom_baseline = self._oom_count()
         for heavy in (False, True):
             self.spares[heavy] = self._fork(heavy)
@@ -451,8 +454,9 @@ class Server:
             self._kill_all_but_ours()
             if _inodes_in(TMP) != self.tmp_baseline:
                 empty_dir(TMP)
-                if _inodes_in(TMP) != self.tmp_baseline:
-                    raise RuntimeError("/tmp could not be emptied")  # exit: replaced
+            _restore(TMP, self.tmp_stamp)  # its xattrs count against the inodes too
+            if _inodes_in(TMP) != self.tmp_baseline:
+                raise RuntimeError("/tmp could not be emptied")  # retire: replaced
             self.oom_baseline = self._oom_count()
         for code, restricted in self.to_compile:  # the next processes exec, not compile
             self._compile(code, restricted)
@@ -474,22 +478,25 @@ class Server:
             del self.compiled[next(iter(self.compiled))]
 
     def _kill_all_but_ours(self) -> None:
-        """SIGKILL every process but the runner, the zygotes and the spares, until none is left
-        alive; then collect our own dead (a zygote collects its children itself)."""
+        """SIGKILL every process but the runner, the zygotes and the spares until none is left
+        alive, then collect our own dead (a zygote collects its children itself). A zombie is
+        killed too: a thread-group leader that exited alone shows as one while its other threads
+        run on. Bounded in time: past it the runner retires rather than keep the next call."""
         keep = {os.getpid(), 1} | {z.pid for z in self.zygotes.values()} | {
             p.pid for p in self.spares.values() if p is not None}
-        for _ in range(10000):
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:
             self._reap_orphans()
-            others = {int(p): _state(p) for p in os.listdir("/proc")
+            others = {p: _state(p) for p in os.listdir("/proc")
                       if p.isdigit() and int(p) not in keep}
-            alive = [pid for pid, (state, _) in others.items() if state != "Z"]
+            alive = [p for p, (state, _) in others.items() if state != "Z" or _has_live_task(p)]
             if not alive and not any(ppid == os.getpid() for _, ppid in others.values()):
                 return
-            for pid in alive:
+            for pid in others:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(int(pid), signal.SIGKILL)
             time.sleep(0.0002)
-        raise RuntimeError("processes of a call survived every kill")  # exit: replaced
+        raise RuntimeError("processes of a call survived every kill")  # retire: replaced
 
     def _reap_orphans(self) -> None:
         """As init, every orphan is ours to reap; a zygote among them means it died."""
@@ -670,6 +677,36 @@ def channel() -> tuple[int, int]:
     r.shutdown(socket.SHUT_WR)
     w.shutdown(socket.SHUT_RD)
     return r.detach(), w.detach()
+
+
+def _has_live_task(pid: str) -> bool:
+    """Whether any thread of the process is not a zombie."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    return any(_state(f"{pid}/task/{t}")[0] != "Z" for t in tasks)
+
+
+def _stamp(path: str) -> tuple[int, int, int, int, int]:
+    """What a call can change of a directory besides its entries: mode, owner, times, xattrs."""
+    st = os.stat(path)
+    return (st.st_mode, st.st_uid, st.st_atime_ns, st.st_mtime_ns, len(os.listxattr(path)))
+
+
+def _restore(path: str, stamp: tuple[int, int, int, int, int]) -> None:
+    """Put back what a call could leave in /tmp itself once its entries are gone: a call that
+    picked when to write there, or set a mode or an extended attribute, could leave a number for
+    the next one. The runner owns /tmp (tmpfs uid option), so it can. What stays is the change
+    time, which says when the runner did this: no more than the start time of the next call
+    process says (README, "Trust model"). Anything that cannot be put back retires the runner."""
+    mode, _uid, atime, mtime, _ = stamp
+    os.chmod(path, mode & 0o7777)
+    for name in os.listxattr(path):
+        os.removexattr(path, name)
+    os.utime(path, ns=(atime, mtime))
+    if _stamp(path) != stamp:
+        raise RuntimeError("/tmp could not be put back as it was")  # retire: replaced
 
 
 def _inodes_in(path: str) -> int:

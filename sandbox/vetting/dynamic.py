@@ -71,7 +71,10 @@ def json_equal(got: Any, want: Any) -> bool:
     if isinstance(got, int | float) and isinstance(want, int | float):
         if isinstance(got, int) and isinstance(want, int):
             return got == want
-        g, w = float(got), float(want)
+        try:
+            g, w = float(got), float(want)
+        except OverflowError:  # an int past float's range is near no float
+            return False
         if math.isnan(g) or math.isnan(w):
             return math.isnan(g) and math.isnan(w)
         return math.isclose(g, w, rel_tol=REL_TOL, abs_tol=ABS_TOL)
@@ -179,7 +182,11 @@ def container_stages(sandbox: CallsFunctions, spec: FunctionSpec, timeout: float
             findings.append(Finding("tests.invalid-args", 0, 0, f"tests[{i}]: {r}"))
             continue
         events.extend(r.audit)
-        f = _judge_test(i, test, r)
+        try:
+            f = _judge_test(i, test, r)
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+            f = Finding("tests.unjudgeable", 0, 0, f"tests[{i}]: the result cannot be compared "
+                        f"with the expected value ({type(exc).__name__})")
         if f is not None:
             findings.append(f)
     elapsed = (time.perf_counter() - t0) * 1000

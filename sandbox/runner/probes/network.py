@@ -196,7 +196,12 @@ def probe_host_loopback() -> ProbeResult:
     except OSError:
         pass
     for port in (22, 53, 80, 631, 2375, 2376, 3000, 5000, 5432, 6379, 8000, 8080, 11434):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:  # the call's kernel filter allows AF_UNIX sockets only
+            if exc.errno not in _NO_ROUTE:
+                bad.append(f"socket(AF_INET): {_en(exc.errno)}")
+            break
         s.settimeout(0.2)
         try:
             rc = s.connect_ex(("127.0.0.1", port))
