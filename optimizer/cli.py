@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sandbox import SandboxError
 from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, report_bug
@@ -74,8 +75,13 @@ def _train(args: argparse.Namespace) -> int:
         stem = Path(args.config).stem
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / \
             f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with _local_model(config.llm):
-        train(config, run_dir, resume=bool(args.resume))
+    try:
+        with _local_model(config.llm):
+            train(config, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(f"interrupted; nothing finished is lost: python -m optimizer train --resume "
+              f"{terminal_safe(run_dir)}", file=sys.stderr)
+        return 130
     return EXIT_OK
 
 
@@ -186,6 +192,10 @@ def _review(argv: list[str]) -> int:
 
 
 _OWN_PARSERS: dict[str, Callable[[list[str]], int]] = {"review": _review}
+
+
+def _interrupt(*_: object) -> NoReturn:
+    raise KeyboardInterrupt
 """Commands that parse their own arguments (their subcommands and options are their own)."""
 
 
@@ -193,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in _OWN_PARSERS:
         return _OWN_PARSERS[argv[0]](argv[1:])
+    # SIGTERM unwinds like Ctrl-C: containers are removed, the local model stopped, files closed
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:

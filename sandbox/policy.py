@@ -22,10 +22,17 @@ Design (see also the docstrings of vetting/static.py and runner/guards.py):
   (`type(n).__name__`); no frame/generator/traceback/code internals; no attribute that reaches a
   module the code could not import (by name statically, by value at run time); no metaclass; no
   raw-memory, file I/O or FFI entry points of numpy/sympy.
+- Values: inside the container one value check applies to every value the code gets, however
+  it gets it (attribute, item, import, a call's result, an iteration's item, an unpacked item,
+  a parameter a library calls back with): RUNTIME_DENIED_VALUES, RUNTIME_DENIED_CONTAINERS,
+  metaclasses, the real `type`, the refused builtins, classes with RUNTIME_ARRAY_HOOKS and
+  functions of RUNTIME_DENIED_VALUE_MODULES are refused; RUNTIME_CALL_LIMITS are enforced; and
+  the callee of every call is checked again where it is called.
 - String evaluation: every route that turns a string into code (sympify and the sympy functions
   that call it, lambdify, typing's forward references, mpmath.identify, namedtuple, ...) raises the
   audit events `compile` and `exec`; the audit hook refuses string-compiled code whose names
-  include anything these rules refuse (STRING_CODE_*).
+  include anything these rules refuse, attribute lookups by data (`format`, `format_map`, ...) and
+  the names of refused containers (STRING_CODE_*).
 - Audit: events that mean an escape attempt (processes, sockets, FFI, writes, reads outside the
   Python installation, tracing hooks, off-list imports, hostile string-compiled code) fail
   vetting; sympy's and numpy's own lazy imports and reads of their own files are allowed.
@@ -63,11 +70,15 @@ __all__ = [
     "METACLASS_NAMES",
     "MODULE_NAME_ATTRIBUTES",
     "MODULE_NAME_COLLISIONS",
+    "RUNTIME_ARRAY_HOOKS",
     "RUNTIME_CALL_LIMITS",
+    "RUNTIME_DENIED_CONTAINERS",
     "RUNTIME_DENIED_VALUES",
     "RUNTIME_DENIED_VALUE_MODULES",
+    "RUNTIME_RAW_MEMORY_HOOKS",
     "SAFE_DECORATORS",
     "SIZE_LIMITS",
+    "STRING_CODE_DATA_LOOKUPS",
     "STRING_CODE_EXTRA_NAMES",
     "STRING_CODE_PRIVATE_NAMES",
     "STRING_EVALUATING_PACKAGES",
@@ -76,6 +87,7 @@ __all__ = [
     "AuditRules",
     "SizeLimits",
     "allowed_modules",
+    "denied_container_names",
     "module_allowed",
     "module_name_attributes",
     "policy_data",
@@ -150,8 +162,9 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
 })
 """What the guarded runtime provides as builtins (runner/guards.py): math needs, nothing else.
 `type` is the one-argument form only and never hands out a callable metaclass; `hasattr` refuses
-`_` names; `tuple`, `sorted`, `zip`, `bytes`, `reversed` go through the iteration guard
-(RestrictedPython 9.0 dropped them)."""
+`_` names; `tuple`, `sorted`, `zip`, `bytes`, `reversed` are wrappers (RestrictedPython 9.0
+dropped them) that build their container or iterator plainly: the items are checked when the
+code takes them out."""
 
 ALLOWED_DUNDER_ATTRIBUTES: frozenset[str] = frozenset({"__name__", "__qualname__", "__doc__"})
 """Read-only dunders generated code may read (`type(n).__name__` in an error message). The
@@ -180,7 +193,15 @@ DANGEROUS_ATTRIBUTES: frozenset[str] = frozenset({
 
 FORBIDDEN_MODULE_ATTRIBUTES: dict[str, frozenset[str]] = {
     "numpy": frozenset({"load", "test", "show_config", "show_runtime", "get_include",
-                        "testing", "dump", "dumps", "rec", "recarray"}),
+                        "testing", "dump", "dumps", "rec", "recarray", "ScalarType",
+                        "add_newdoc"}),
+    "numpy.core.numerictypes": frozenset({"ScalarType"}),
+    "functools": frozenset({"update_wrapper", "wraps"}),
+    "typing": frozenset({"get_type_hints", "get_origin", "get_args"}),
+    "copy": frozenset({"dispatch_table"}),
+    "sympy.strategies.util": frozenset({"basic_fns", "expr_fns"}),
+    "sympy.sets.handlers.functions": frozenset({"FunctionUnion"}),
+    "sympy.parsing.sympy_parser": frozenset({"EvaluateFalseTransformer"}),
     "numpy.core": frozenset({"records", "rec", "recarray"}),
     "numpy.core.multiarray": frozenset({"scalar"}),
     "numpy.lib.stride_tricks": frozenset({"as_strided", "DummyArray"}),
@@ -197,11 +218,53 @@ listed here so the static gate names them early."""
 RUNTIME_DENIED_VALUES: frozenset[str] = frozenset({
     "numpy.lib.stride_tricks.as_strided", "numpy.lib.stride_tricks.DummyArray",
     "numpy.core.multiarray.scalar", "numpy.core.multiarray._reconstruct", "numpy.recarray",
+    "functools.update_wrapper", "functools.wraps",
+    "typing.get_type_hints", "typing.get_origin", "typing.get_args",
 })
 """Callables refused by value inside the container (`__module__` + `.` + `__qualname__`), however
-they were reached (`np.lib.index_tricks.as_strided` is the same function): each gives a view over
-an arbitrary address or turns bytes into object pointers (`scalar(dtype('O'), b'...')`,
-`recarray(buf=...)` with an object field, `DummyArray({'data': (address, False), ...})`)."""
+they were reached (`np.lib.index_tricks.as_strided` is the same function) and wherever they are
+used (as an attribute, an item, a call's result, an iteration's item, a callee, an argument):
+each gives a view over an arbitrary address or turns bytes into object pointers
+(`scalar(dtype('O'), b'...')`, `recarray(buf=...)` with an object field,
+`DummyArray({'data': (address, False), ...})`), or reads and sets attributes named by data
+(`update_wrapper(f, g, assigned=(name,))` copies any dunder of `g` onto `f`: an
+`__array_interface__` onto a function numpy then reads as raw memory), or hand out what library
+annotations and aliases name (`typing.get_origin(typing.Type)` is the real `type`;
+`typing.get_type_hints(cls)` of some sympy classes holds `type[Basic]`, which calls `type`: a
+dict that library code can iterate without the guards seeing its items)."""
+
+RUNTIME_DENIED_CONTAINERS: frozenset[str] = frozenset({
+    "sympy.strategies.util.basic_fns", "sympy.strategies.util.expr_fns",
+    "copy.dispatch_table", "numpy.core.numerictypes.ScalarType",
+    "sympy.sets.handlers.functions.FunctionUnion",
+    "sympy.parsing.sympy_parser.EvaluateFalseTransformer.operators",
+})
+"""Public containers of the allowed modules that hold refused values (the real `type`, a
+metaclass, a refused builtin such as `memoryview`, classes of a refused module), refused as a
+whole, by identity, inside the container (`basic_fns` is `{'op': type, ...}`). Code that
+takes an item out of any container has it checked anyway (item access, iteration, unpacking and
+call results are guarded); this list is for library code that iterates a container it was
+handed (`dict(zip(names, basic_fns.values()))` would build a namespace for sympify, whose
+string-compiled code runs unguarded). The leaf names are refused by the static gate and in
+string-compiled code. tests/test_guards.py's inventory scans the image's allowed modules (their
+public containers and those of their classes and instances, two levels deep) and fails on any
+container with a refused value that is not listed here."""
+
+RUNTIME_ARRAY_HOOKS: frozenset[str] = frozenset({
+    "__array_interface__", "__array_struct__", "__array__", "__array_priority__",
+    "__array_ufunc__", "__array_function__", "__array_wrap__", "__array_prepare__",
+    "__array_finalize__", "__dlpack__", "__buffer__", "__release_buffer__",
+})
+"""Hooks numpy (or the buffer protocol) reads from a class. A class (or an instance of one)
+defining any of these as anything but C code, a function of a library file, None or (except
+for RUNTIME_RAW_MEMORY_HOOKS) a number was made at run time, and is refused by the guards as a
+value, an argument and a result: `type('V', (), {'__array_interface__': {'data': (address,
+False), ...}})` is a view over any address."""
+
+RUNTIME_RAW_MEMORY_HOOKS: frozenset[str] = frozenset({
+    "__array_interface__", "__array_struct__", "__buffer__",
+})
+"""The hooks among RUNTIME_ARRAY_HOOKS that describe memory: never a plain value."""
 
 RUNTIME_CALL_LIMITS: dict[str, dict[str, Any]] = {
     "numpy.ndarray": {"max_positional": 2, "denied_keywords": ["buffer", "offset", "strides"],
@@ -276,7 +339,9 @@ EVAL_SINK_PATTERNS: tuple[str, ...] = (
     r"__", r"\bimport\b", r"\beval\b", r"\bexec\b", r"\bcompile\b", r"\bopen\b", r"\bgetattr\b",
     r"\bsetattr\b", r"\bglobals\b", r"\blocals\b", r"\bvars\b", r"\blambda\b", r"\bos\b",
     r"\bsys\b", r"\bsubprocess\b", r"\bsystem\b", r"\bbuiltins\b", r"\bbreakpoint\b", r"\binput\b",
-    r"\bchr\b", r"\bgetframe\b", r"\bmodules\b",
+    r"\bchr\b", r"\bgetframe\b", r"\bmodules\b", r"\bformat\b", r"\bformat_map\b",
+    r"\bvformat\b", r"\bupdate_wrapper\b", r"\bwraps\b", r"\battrgetter\b",
+    r"\bmethodcaller\b",
 )
 """Regexes searched (case-sensitively: sympy's `Lambda` is fine) in the concatenation of all
 string literals of an eval sink's arguments, so `"ev" + "al(...)"` is caught too."""
@@ -335,10 +400,10 @@ RUNTIME_DENIED_VALUE_MODULES: frozenset[str] = frozenset({
     "guards", "server", "probes", "child", "zygote", "seccomp", "protocol", "restricted_policy",
     "abc", "ast", "timeit",
 })
-"""Inside the container, a value reached by attribute or item access whose defining module (its
-`__module__`) is one of these is refused by the guard, whatever path led to it (`np.core.x.os`,
-a library's `from subprocess import Popen`). builtins is absent on purpose: `len` is fine; the
-dangerous builtins are refused by identity."""
+"""Inside the container, a value whose defining module (its `__module__`) is one of these is
+refused by the guard, whatever path led to it and however the code got it (`np.core.x.os`, a
+library's `from subprocess import Popen`, a call's result, an iteration's item). builtins is
+absent on purpose: `len` is fine; the dangerous builtins are refused by identity."""
 
 STRING_CODE_EXTRA_NAMES: frozenset[str] = frozenset({
     "type", "object", "id", "hash", "hasattr", "ndarray",
@@ -347,6 +412,18 @@ STRING_CODE_EXTRA_NAMES: frozenset[str] = frozenset({
 (string_code_denied_names()). Code compiled from a string runs with the real builtins, outside
 the guards: `type('A', (), ns)`, `id()` and introspection are refused there by name. sympify's and
 lambdify's generated code names only sympy/numpy/math functions, Symbol, Integer, Float, ..."""
+
+STRING_CODE_DATA_LOOKUPS: frozenset[str] = frozenset({
+    "format", "format_map", "vformat", "get_field", "update_wrapper", "wraps", "attrgetter",
+    "methodcaller", "getattr", "rs_fun", "register_handler", "remove_handler", "add_newdoc",
+    "import_module",
+})
+"""Callables that read (or set) attributes named by data, refused by name in string-compiled
+code even where the name is also an ordinary attribute (`str.format`): there the template of
+`f.format(o)` can come from a namespace the code was handed (`sympify('f.format(o)',
+locals={'f': '{0.__class__}', ...})`) and the lookup runs unguarded. Restricted code reaches
+`format` only through the guarded getattr (fields checked at call time) and the others not at
+all (RUNTIME_DENIED_VALUES, DANGEROUS_ATTRIBUTES, FORBIDDEN_MODULE_ATTRIBUTES)."""
 
 STRING_CODE_PRIVATE_NAMES: tuple[str, ...] = (
     r"_lambdifygenerated", r"_Dummy_\d+", r"_tuple_new", r"_getattr_", r"_getitem_", r"_getiter_",
@@ -467,16 +544,26 @@ def module_name_attributes() -> frozenset[str]:
     return frozenset(names - allowed_modules() - MODULE_NAME_COLLISIONS)
 
 
+def denied_container_names() -> frozenset[str]:
+    """The last names of RUNTIME_DENIED_CONTAINERS (`basic_fns`): refused on import-rooted
+    chains by the static gate (the same dict is `sympy.strategies.branch.traverse.basic_fns`
+    too) and anywhere in string-compiled code; the guards refuse the containers by identity."""
+    return frozenset(v.rsplit(".", 1)[-1] for v in RUNTIME_DENIED_CONTAINERS)
+
+
 def string_code_denied_names() -> frozenset[str]:
     """Names that string-compiled code (sympify, lambdify, forward references, ...) may not use:
     everything the other rules refuse by name, plus STRING_CODE_EXTRA_NAMES, because that code
     runs with the real builtins and without the guards."""
     module_attrs = {n for names in FORBIDDEN_MODULE_ATTRIBUTES.values() for n in names}
     denied_values = {v.rsplit(".", 1)[-1] for v in RUNTIME_DENIED_VALUES}
+    containers = denied_container_names()
     names = (FORBIDDEN_BUILTINS | STRING_CODE_EXTRA_NAMES | FORBIDDEN_MODULES
              | RUNTIME_DENIED_VALUE_MODULES | DANGEROUS_ATTRIBUTES | module_name_attributes()
-             | METACLASS_NAMES | AUDIT_RULES.import_deny | module_attrs | denied_values)
-    return frozenset(n for n in names - MODULE_NAME_COLLISIONS if not n.startswith("_"))
+             | METACLASS_NAMES | AUDIT_RULES.import_deny | module_attrs | denied_values
+             | containers)
+    return frozenset(n for n in (names - MODULE_NAME_COLLISIONS) | STRING_CODE_DATA_LOOKUPS
+                     if not n.startswith("_"))
 
 
 def string_code_denied_keywords() -> frozenset[str]:
@@ -541,7 +628,8 @@ def policy_for_runner() -> dict[str, Any]:
             "USER_FILENAME", "ALLOWED_DUNDER_ATTRIBUTES", "RUNTIME_DENIED_VALUES",
             "RUNTIME_CALL_LIMITS", "MODULE_NAME_COLLISIONS", "STRING_CODE_PRIVATE_NAMES",
             "DUNDER_STRING_PATTERN", "STRING_CODE_DENIED_NAMES", "STRING_CODE_DENIED_KEYWORDS",
-            "LIBRARY_CALL_LIMITS")
+            "LIBRARY_CALL_LIMITS", "RUNTIME_DENIED_CONTAINERS", "RUNTIME_ARRAY_HOOKS",
+            "RUNTIME_RAW_MEMORY_HOOKS")
     out = {k.lower(): data[k] for k in keep}
     out["module_name_attributes"] = data["ALL_MODULE_NAME_ATTRIBUTES"]
     out["audit"] = data["AUDIT_RULES"]

@@ -280,9 +280,34 @@ def test_syntax_errors_are_findings_with_positions() -> None:
 
 
 def test_restricted_python_errors_become_findings() -> None:
-    findings = check_restricted("def f(n):\n    def g():\n        nonlocal n\n    return n\n")
+    findings = check_restricted("def f(n):\n    x = n\n    _y = x\n    return n\n")
     assert findings and findings[0].rule == "restricted.compile"
     assert findings[0].line == 3
+
+
+NONLOCAL_HELPERS = [
+    "def f(n):\n    count = 0\n    def bump(k):\n        nonlocal count\n        count += k\n"
+    "    for i in range(n):\n        bump(i)\n    return count\n",
+    "def f(n):\n    best = [0]\n    seen = 0\n    def walk(i, total):\n        nonlocal seen\n"
+    "        seen += 1\n        if i == n:\n            best[0] = max(best[0], total)\n"
+    "            return\n        walk(i + 1, total + i)\n        walk(i + 1, total)\n"
+    "    walk(0, 0)\n    return [best[0], seen]\n",
+    "def f(n):\n    a = b = 0\n    def step():\n        nonlocal a, b\n        a, b = b, a + n\n"
+    "    step()\n    return a + b\n",
+]
+
+
+@pytest.mark.parametrize("code", NONLOCAL_HELPERS)
+def test_nonlocal_closures_pass_every_host_stage(code: str) -> None:
+    """`nonlocal` rebinds a name of the enclosing function (counters, backtracking): the
+    static gate and the RestrictedPython policy both accept it."""
+    assert all_findings(spec_of(code)) == []
+
+
+def test_nonlocal_names_are_still_checked() -> None:
+    code = "def f(n):\n    def g():\n        nonlocal _hidden\n    return n\n"
+    assert {f.rule for f in all_findings(spec_of(code))} >= {"static.private-name",
+                                                              "restricted.compile"}
 
 
 def test_policy_hash_is_stable_and_covers_the_runner_policy() -> None:

@@ -154,7 +154,7 @@ def test_training_accepts_a_helpful_step_and_rolls_back_a_harmful_one(
     first = json.loads((run / "steps" / "step-0001.json").read_text())
     assert [(p["name"], p["outcome"]) for p in first["proposals"]] == [
         ("shell", "refused"), ("add_numbers", "applied")]
-    assert "static.import" in first["proposals"][0]["why"]
+    assert "import of 'os' is not allowed" in first["proposals"][0]["why"]
     versions = json.loads((run / "library.json").read_text())["history"]
     assert all(f["name"] != "shell" for v in versions for f in v["functions"])
     for record in RunDirectory(run).journal():  # never offered to the assistant, never called
@@ -260,3 +260,28 @@ def test_a_conversation_survives_a_broken_tool_call_and_grades_its_answer(
     assert any("exitcode: 0" in str(m["content"]) and "5" in str(m["content"])
                for m in result.messages if m["role"] == "user")
     assert [c["function"] for c in result.calls] == ["<code>"]
+
+
+def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path: Path, server: ScriptedLLM,
+                                                   docker_client: Any, sandbox: Sandbox) -> None:
+    config = write_config(tmp_path, server, epochs=1, concurrency=1)
+    run = tmp_path / "run"
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "optimizer", "train", "--config",
+                             str(config), "--run-dir", str(run)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(journal_keys(run)) < 2:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"--resume {run}" in err
+    owned = docker_client.containers.list(all=True, filters={"label": f"fnforge.owner={proc.pid}"})
+    assert owned == []  # its containers went with it
+    resumed = subprocess.run([sys.executable, "-m", "optimizer", "train", "--resume", str(run)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    keys = journal_keys(run)
+    assert len(keys) == len(set(keys)) == 2 + 4

@@ -10,39 +10,78 @@ arbitrary address, an object pointer made from bytes, a C-level bug, a crafted o
 corrupts memory), and it can silence this module's audit hook. The container, the kernel filter
 (seccomp) and a fresh process per call are the boundary and must hold without this file. What it
 does: refuse the known classes of escape routes by value, where the static gate only sees names,
-and record what code tried, as evidence for reviewers:
-- guarded attribute and item access (`_getattr_`, `_getitem_`): no `_` names except a few
-  read-only dunders that yield strings; no module unless it is the genuine, importable module of
-  that name; no metaclass; nothing defined in a forbidden module or submodule; no value in
-  RUNTIME_DENIED_VALUES (as_strided, DummyArray, scalar, ...); callables in RUNTIME_CALL_LIMITS
-  (ndarray(buffer=), sympy.Function(name, bases, ns), resize(refcheck=)) come wrapped, and
-  LIBRARY_CALL_LIMITS are enforced inside the library itself (sympy's UndefinedFunction), for
-  code that reaches the real object without the guards (string-compiled code);
-- a `type` that never hands out a callable metaclass (`type(int)` is the guarded type again) and
-  refuses three arguments; `str.format` (bound, unbound, and through any str subclass such as
-  np.str_) refuses attribute fields; `**kwargs` calls refuse `_` keyword names; `from m import x`
-  binds the checked value;
-- the audit hook: forbidden events (processes, sockets, FFI, writes, reads outside the Python
-  installation, tracing hooks, off-list imports) and the string-evaluation chokepoint: every
-  `compile` and `exec` of code that was not loaded from a file of the installation and not
-  compiled by the runner itself is refused when its names include a dunder, a `_` name, a
-  forbidden builtin, module or attribute (sympify, lambdify, typing forward references,
-  mpmath.identify, namedtuple: one check for the whole family, whatever the alias). Parsing
-  alone (ast.parse: traceback carets) is not checked: its tree runs only after a compile and an
-  exec, which are.
-What it does not see: values returned by calls or produced by iteration (only attribute, item and
-import results are checked); what string-compiled code does with public, unrefused names (it runs
-with the real builtins and objects, outside the guards); addresses leaked by `repr()`/`hash()` of
-plain objects; C-level memory bugs of CPython, numpy or sympy reachable with ordinary arguments;
-code that never raises an audit event; and anything done after an escape (such code can remove or
-blind this hook).
+and record what code tried, as evidence for reviewers.
+
+One value check (`_check_value`) for every value restricted code gets, however it gets it:
+- from an attribute or an item (`_getattr_`, `_getitem_`, `from m import x`), from a call
+  (every call is compiled to a call guard, `_call0_`..`_call3_`, `_call_`, `_apply_`: its result
+  is checked, so `basic_fns.get('op')` or `typing.get_origin(typing.Type)` never hands out the
+  real `type`), from an iteration (`_getiter_`: `for`, comprehensions, generator expressions),
+  from an unpacking (`a, *b = x`), as a parameter (every `def` and `lambda` checks its
+  parameters on entry: `functools.reduce`, `map`, `filter`, `sorted(key=...)` call them back
+  with values of their own), as the target of `with ... as` and as the value of `yield`;
+- refused: a module unless it is the genuine, importable module of that name; the real `type`
+  and every other metaclass; the refused builtins (by identity); anything defined in a forbidden
+  module or submodule; RUNTIME_DENIED_VALUES (as_strided, DummyArray, scalar, update_wrapper,
+  ...); RUNTIME_DENIED_CONTAINERS (library containers that hold such values, by identity); a
+  class, or an instance of one, that defines an array hook (RUNTIME_ARRAY_HOOKS:
+  `__array_interface__`, ...) as data or as code that is not a library's (a class made at run
+  time); a `functools.partial` or lru_cache wrapper of any of these;
+- limited: callables in RUNTIME_CALL_LIMITS (ndarray(buffer=), sympy.Function(name, bases, ns),
+  resize(refcheck=)) come wrapped, and LIBRARY_CALL_LIMITS are enforced inside the library
+  itself (sympy's UndefinedFunction), for code that reaches the real object without the guards;
+- wrapped: a function-like callable (function, builtin, method, partial, lru_cache wrapper) that
+  is not the code's own nor a builtin that never calls anything is handed out as `_Checked`:
+  whoever calls it later (the code, library code, C code such as `map(map, [f], ...)`) calls it
+  through the call guard, so its result is checked before anything else sees it.
+The call guard also checks the callee at the point of use (the real `type` becomes the guarded
+one; a metaclass, refused builtin or refused value is refused however the code got it) and every
+argument, and refuses `_` keyword names. The code's own undecorated defs whose name is bound
+nowhere else are called directly (their parameters are checked on entry). The guards that call
+library code run with the generated function's globals and read none of them, so library code
+that looks at its caller's frame (`sympy.var`, namedtuple) sees the generated function.
+Also: a `type` that never hands out a callable metaclass (`type(int)` is the guarded type again)
+and refuses three arguments; `str.format` (bound, unbound, and through any str subclass such as
+np.str_) refuses attribute fields.
+
+The audit hook: forbidden events (processes, sockets, FFI, writes, reads outside the Python
+installation, tracing hooks, off-list imports) and the string-evaluation chokepoint: every
+`compile` and `exec` of code that was not loaded from a file of the installation and not
+compiled by the runner itself is refused when its names include a dunder, a `_` name, a
+forbidden builtin, module or attribute, an attribute lookup by data (`format`, `format_map`,
+`update_wrapper`, ...: STRING_CODE_DATA_LOOKUPS) or a refused container's name (sympify,
+lambdify, typing forward references, mpmath.identify, namedtuple: one check for the whole
+family, whatever the alias). Parsing alone (ast.parse: traceback carets) is not checked: its
+tree runs only after a compile and an exec, which are.
+
+What it does not see:
+- the results of operators (`a + b`, `x += y`, comparisons; item access is checked): library
+  objects could return anything from their dunders; none known in the image returns a refused
+  value;
+- values inside containers that library code builds at run time and that library code then
+  iterates itself, without the generated code taking them out (`typing.get_type_hints(f)` of a
+  library function is a dict that may hold the real `type`: checked when the code takes it out,
+  not when `map` iterates the dict), and callables that library code finds by itself (in its
+  own containers, as attributes) and calls; only the image's module-level containers are
+  inventoried, two levels deep (tests/test_guards.py); classes are checked but not wrapped, so
+  what a library class's constructor returns to the library code that called it is not seen;
+- what string-compiled code does with public, unrefused names (it runs with the real builtins
+  and objects, outside the guards): whatever is reachable from the namespace it is handed by
+  public names is reachable there;
+- attributes set by data inside library code other than update_wrapper/wraps (an
+  `__array_interface__` set on an instance's own dict is not looked for);
+- addresses leaked by `repr()`/`hash()` of plain objects; C-level memory bugs of CPython, numpy
+  or sympy reachable with ordinary arguments; code that never raises an audit event; anything
+  done after an escape (such code can remove or blind this hook).
 
 Protocol with the runner:
 - `compile_function(code, policy, restricted)` compiles only (compile_restricted with the policy
   class of restricted_policy.py when restricted), nothing runs.
 - `load_function(code, name, policy, restricted, compiled=None)` execs the code (or its
-  precompiled code object) in a fresh namespace whose builtins are the guarded set below; returns
-  the callable `name`. Failures raise ordinary exceptions (SyntaxError, ImportError, NameError...).
+  precompiled code object) in a fresh namespace whose builtins are the guarded set below (the
+  call guards bound to that namespace, which is recorded: its functions are the code's own);
+  returns the callable `name`. Failures raise ordinary exceptions (SyntaxError, ImportError,
+  NameError...).
 - `install_audit_hook(policy, emit)` adds one sys.addaudithook hook per process (a second call
   only replaces the rules and `emit`). `emit({"event", "detail"})` is called synchronously BEFORE
   the forbidden operation proceeds; with policy.audit.block the hook then raises PermissionError,
@@ -58,18 +97,19 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import functools
 import io
-import operator
 import os
 import re
 import sys
 import threading
 import tokenize
 import types
+import typing
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import CodeType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "audit_pause",
@@ -90,6 +130,41 @@ except ImportError:  # on the host: sandbox.runner.guards
     from .formats import format_field_problem
 
 _RAISE: Any = object()
+_identity: Callable[[object], int] = object.__hash__
+"""An identity key of a live object, like `id()` but without its audit event (`builtins.id`
+calls every audit hook, which the guards' hot paths cannot afford): the default hash is the
+object's address, rotated, whatever `__hash__` the object's class defines. Every cache keyed by
+it also compares the object itself with `is`."""
+_HANDED_OUT_CODE: set[CodeType] = set()
+"""Code of the wrappers this module hands to restricted code (the guarded `str.format`, the
+limited constructors, `_call_`, ...): functions of this module pass the value check only if
+they are one of these."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _handed_out(func: _F) -> _F:
+    _HANDED_OUT_CODE.add(func.__code__)
+    return func
+
+
+_GUARD_NAMESPACES: dict[int, dict[str, Any]] = {}
+"""identity -> globals of this module and of the isolated guards (`_isolated`): a function
+whose globals are one of these is this module's own."""
+
+
+def _guard_function(value: Any, cls: type) -> bool:
+    """One of the wrappers this module hands out (reading `__code__` raises an audit event, so
+    it is read only for functions of this module)."""
+    func = value.__func__ if cls is types.MethodType else value
+    if type(func) is not types.FunctionType:
+        return False
+    namespace = func.__globals__
+    if _GUARD_NAMESPACES.get(_identity(namespace)) is not namespace:
+        return False
+    return func.__code__ in _HANDED_OUT_CODE
+
+
 _RUNNER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # ------------------------------------------------------------------ policy, prepared once
@@ -121,8 +196,55 @@ class _Rules:
         self.filename = str(policy.get("user_filename", "<fnforge-function>"))
         self.allowed_builtins = frozenset(policy.get("allowed_builtins", ()))
         self.forbidden_builtins = frozenset(policy.get("forbidden_builtins", ()))
-        self.denied_ids = frozenset(id(getattr(builtins, n)) for n in self.forbidden_builtins
-                                    if hasattr(builtins, n))
+        self.denied_ids = frozenset(_identity(getattr(builtins, n))
+                                    for n in self.forbidden_builtins if hasattr(builtins, n))
+        self.denied_containers = tuple(policy.get("runtime_denied_containers", ()))
+        self.array_hooks = frozenset(policy.get("runtime_array_hooks", ()))
+        self.raw_memory_hooks = frozenset(policy.get("runtime_raw_memory_hooks", ()))
+        # run-time state of this process (each call process starts from a zygote's copy)
+        self.safe_types: set[type] = {*_FAST_TYPES, _Checked}
+        """Classes whose instances pass the value check by their class alone: plain data from
+        the start, then every class whose instances passed it once."""
+        self.callees: dict[int, tuple[Any, Any]] = {}
+        """identity -> (value, what the code gets instead): verdicts of the value check for
+        long-lived callables and classes (functions, classes, module-level builtins)."""
+        self.user_namespaces: dict[int, dict[str, Any]] = {}
+        """identity -> the namespace of each generated function loaded in this process: its
+        functions (and lambdas) are the generated code's own."""
+        self.wrapped: dict[int, tuple[Any, Any]] = {}
+        """identity -> (long-lived function-like, the `_Checked` handed out for it)."""
+        self.call_guards: tuple[Callable[..., Any], ...] = ()
+        """The call guards (`_make_calls`): the generic one, then those for 0 to 3 arguments."""
+        self.pure_ids = frozenset(_identity(f) for f in _PURE_BUILTINS)
+        self.plain_callees: dict[int, Any] = {}
+        """identity -> callable, for the long-lived callables the call guard calls as they
+        are (the common case: one dict lookup per call)."""
+        self.container_ids: dict[int, Any] = {}
+        self.container_modules = -1  # len(sys.modules) when container_ids was resolved
+
+    def denied_container(self, value: Any) -> bool:
+        """True when `value` is one of RUNTIME_DENIED_CONTAINERS (resolved again whenever a
+        module was imported since the last resolution)."""
+        if self.container_modules != len(sys.modules):
+            self._resolve_containers()
+        return _identity(value) in self.container_ids
+
+    def _resolve_containers(self) -> None:
+        self.container_modules = len(sys.modules)
+        for path in self.denied_containers:
+            parts = path.split(".")
+            for cut in range(len(parts) - 1, 0, -1):
+                owner = sys.modules.get(".".join(parts[:cut]))
+                if owner is not None:
+                    break
+            else:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    owner = getattr(owner, attr)
+            except Exception:
+                continue
+            self.container_ids[_identity(owner)] = owner
 
     def module_allowed(self, dotted: str) -> bool:
         parts = dotted.split(".")
@@ -140,7 +262,7 @@ _rules_cache: dict[int, _Rules] = {}
 
 
 def _rules(policy: dict[str, Any]) -> _Rules:
-    key = id(policy)
+    key = _identity(policy)
     rules = _rules_cache.get(key)
     if rules is None:
         rules = _rules_cache[key] = _Rules(policy)
@@ -168,7 +290,9 @@ class _ProxyMeta(type):
         return issubclass(_unwrap(sub), cls._real)
 
     def __getitem__(cls, item: Any) -> Any:
-        return cls._real[item]  # type: ignore[index]
+        """`tuple[int, ...]`, `type[int]`: an alias of the wrapped class, never of the real one
+        (calling `type[int]('V', bases, ns)` calls its origin)."""
+        return types.GenericAlias(cls, item)
 
     def __eq__(cls, other: object) -> bool:
         return _unwrap(other) is cls._real
@@ -205,13 +329,14 @@ _class_proxies: dict[tuple[int, str], tuple[type, type]] = {}
 
 
 def _cached_proxy(real: type, kind: str, call: Callable[..., Any]) -> type:
-    hit = _class_proxies.get((id(real), kind))
+    hit = _class_proxies.get((_identity(real), kind))
     if hit is None or hit[0] is not real:
-        hit = _class_proxies[(id(real), kind)] = (real, _proxy_type(real, call))
+        hit = _class_proxies[(_identity(real), kind)] = (real, _proxy_type(real, call))
     return hit[1]
 
 
 def _refusing_call(what: str) -> Callable[..., Any]:
+    @_handed_out
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
         raise TypeError(f"{what} is not available in the fnforge sandbox")
     return refuse
@@ -230,6 +355,7 @@ def _limited(value: Any, key: str, limits: dict[str, Any]) -> Any:
     denied = frozenset(limits.get("denied_keywords", ()))
     why = str(limits.get("why", "unsafe form"))
 
+    @_handed_out
     def call(*args: Any, **kwargs: Any) -> Any:
         bad = sorted(k for k in kwargs if k in denied or k.startswith("_"))
         if bad or (most >= 0 and len(args) > most):
@@ -302,38 +428,508 @@ def _value_key(value: Any) -> str | None:
     return f"{module}.{qualname}" if isinstance(module, str) else None
 
 
+_FAST_TYPES: frozenset[type] = frozenset({
+    int, float, complex, bool, str, bytes, type(None), range, slice, type(Ellipsis),
+    type(NotImplemented)})
+"""Values of these exact classes are never refused: the check costs one set lookup."""
+
+_CONTAINER_TYPES: frozenset[type] = frozenset({dict, list, tuple, set, frozenset})
+"""Containers pass by identity (RUNTIME_DENIED_CONTAINERS aside): their items are checked when
+the code takes them out (item access, iteration, unpacking, a call's result)."""
+
+_LRU_WRAPPER = type(functools.lru_cache(maxsize=None)(len))
+_ALIAS_TYPES: tuple[type, ...] = (types.GenericAlias,
+                                  getattr(typing, "_BaseGenericAlias", types.GenericAlias))
+"""Generic aliases (`list[int]`, `typing.List[int]`): calling one calls its origin, so an alias
+is checked through its origin, every time (never learned by its class)."""
+
+_WRAP_TYPES: frozenset[type] = frozenset({
+    types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+    types.MethodDescriptorType, types.WrapperDescriptorType, types.MethodWrapperType,
+    types.ClassMethodDescriptorType, functools.partial, _LRU_WRAPPER})
+"""Function-like callables are handed to restricted code wrapped (`_Checked`, `_hand_out`):
+whoever calls them later (the code, `map`, `functools.reduce`, a sort key, numpy), the call
+goes through the call guard, so what they return is checked before any other code sees it.
+Classes are not wrapped (`isinstance(x, int)` needs the class); they are checked as values."""
+
+_PURE_BUILTINS = (abs, all, any, bin, callable, chr, divmod, format, hash, hex, isinstance,
+                  issubclass, len, max, min, oct, ord, pow, repr, round, sum)
+"""Builtins that never call what they are given and return it or plain values: their
+arguments are not wrapped, and they are not wrapped as arguments (`functools.reduce(max, xs)`
+stays a C loop)."""
+
+_HARMLESS_HOOK_TYPES = (types.GetSetDescriptorType, types.MemberDescriptorType,
+                        types.MethodDescriptorType, types.WrapperDescriptorType,
+                        types.ClassMethodDescriptorType, types.BuiltinFunctionType,
+                        type(None))
+_TYPE_MRO: Callable[[type], tuple[type, ...]] = vars(type)["__mro__"].__get__
+"""The real MRO and namespace of a class, whatever its metaclass claims."""
+_TYPE_DICT: Callable[[type], Any] = vars(type)["__dict__"].__get__
+_MAX_VERDICTS = 8192
+
+
+def _library_code(value: Any) -> bool:
+    """A function (or property, classmethod, staticmethod of one) whose code was loaded from a
+    file: a library's, never code the generated function or a string evaluation made."""
+    if isinstance(value, property):
+        return all(_library_code(f) for f in (value.fget, value.fset, value.fdel)
+                   if f is not None)
+    if isinstance(value, classmethod | staticmethod):
+        value = value.__func__
+    return type(value) is types.FunctionType and os.path.isabs(value.__code__.co_filename)
+
+
+def _hook_problem(klass: type, rules: _Rules) -> str | None:
+    """The first array hook (RUNTIME_ARRAY_HOOKS: `__array_interface__`, ...) defined by a
+    class of `klass`'s MRO as anything but C code, library code, None or (for hooks that do not
+    describe memory) a number: such a class was made at run time, and numpy would read its
+    hook (`{'data': (address, False), ...}`) as a description of raw memory."""
+    for base in _TYPE_MRO(klass):
+        namespace = _TYPE_DICT(base)
+        for name in rules.array_hooks.intersection(namespace):
+            value = namespace[name]
+            if isinstance(value, _HARMLESS_HOOK_TYPES) or _library_code(value):
+                continue
+            if type(value) in (int, float) and name not in rules.raw_memory_hooks:
+                continue
+            return f"{getattr(base, '__qualname__', '?')}.{name}"
+    return None
+
+
+def _remember(value: Any, result: Any, rules: _Rules) -> Any:
+    if len(rules.callees) < _MAX_VERDICTS:
+        rules.callees[_identity(value)] = (value, result)
+    return result
+
+
 def _check_value(value: Any, rules: _Rules, where: str) -> Any:
-    """Refuse values that reach a forbidden module, a metaclass, raw memory or an evaluator,
-    however they were reached; wrap the callables that are only safe in some forms."""
-    if isinstance(value, types.ModuleType):
+    """What restricted code gets for a value it reached (an attribute, an item, a call's
+    result, an iteration's item, a parameter): the value, refused when it reaches a forbidden
+    module, a metaclass, raw memory or an evaluator (`_verdict`), and handed out wrapped when
+    it is a function-like callable (`_hand_out`). Plain data, containers and instances of
+    classes already seen cost a set lookup."""
+    if type(value) in rules.safe_types:
+        return value
+    return _hand_out(_verdict(value, rules, where), rules)
+
+
+def _own_function(value: Any, cls: type, rules: _Rules) -> bool:
+    """A function (or lru_cache wrapper of one) of the generated code: its calls are guarded
+    and its parameters checked on entry."""
+    if cls is _LRU_WRAPPER:
+        value = getattr(value, "__wrapped__", None)
+    if type(value) is not types.FunctionType:
+        return False
+    namespace = value.__globals__
+    return rules.user_namespaces.get(_identity(namespace)) is namespace
+
+
+def _hand_out(value: Any, rules: _Rules) -> Any:
+    """A function-like callable (`_WRAP_TYPES`) as restricted code may hold it: wrapped
+    (`_Checked`), unless it is the code's own, one of this module's guards or a builtin that
+    never calls anything (`_PURE_BUILTINS`). Restricted code then never holds a raw library
+    function, so every call of one, by whoever makes it (library code, C code, `map(map,
+    [f], ...)`), goes through the call guard and has its result checked."""
+    cls = type(value)
+    if cls not in _WRAP_TYPES or not rules.call_guards:
+        return value
+    key = _identity(value)
+    hit = rules.wrapped.get(key)
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    if key in rules.pure_ids or _own_function(value, cls, rules) or (
+            (cls is types.FunctionType or cls is types.MethodType)
+            and _guard_function(value, cls)):
+        return value
+    wrapped = _Checked(value, rules.call_guards)
+    if _long_lived(value, cls) and len(rules.wrapped) < _MAX_VERDICTS:
+        rules.wrapped[key] = (value, wrapped)
+    return wrapped
+
+
+def _verdict(value: Any, rules: _Rules, where: str) -> Any:
+    """The value check without the wrapping of function-likes: the value itself, its limited
+    form (RUNTIME_CALL_LIMITS), or a refusal. Long-lived callables and classes cost a dict
+    lookup (their verdicts are kept)."""
+    cls = type(value)
+    if cls in rules.safe_types:
+        return value
+    if cls in _CONTAINER_TYPES:
+        if rules.denied_container(value):
+            raise _refuse(f"{where} (a container of values the sandbox refuses)")
+        return value
+    if cls is types.BuiltinFunctionType:  # `items.append`: only the limits by name apply
+        bound = value.__self__
+        if bound is not None and not isinstance(bound, types.ModuleType) \
+                and value.__name__ not in rules.value_leaves:
+            return value
+    elif cls is types.MethodType:  # a bound Python method: the verdict of its function
+        func = value.__func__
+        hit = rules.callees.get(_identity(func))
+        if hit is not None and hit[0] is func and hit[1] is func:
+            return value
+    hit = rules.callees.get(_identity(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    return _check_new_value(value, cls, rules, where)
+
+
+def _check_new_value(value: Any, cls: type, rules: _Rules, where: str) -> Any:
+    """_check_value for a value that is not plain data nor of a class seen before. Decided by
+    the value's real class (`type(v)`), never by its `__class__`, which an object can fake."""
+    if issubclass(cls, types.ModuleType):
         name = getattr(value, "__name__", None)
         if not isinstance(name, str) or sys.modules.get(name) is not value \
                 or not rules.module_allowed(name):
             raise _refuse(f"module {name!r} (via {where})")
-        return value
-    if id(value) in rules.denied_ids:
+        return _remember(value, value, rules)
+    if _identity(value) in rules.denied_ids:
         raise _refuse(where)
-    if isinstance(value, _ProxyMeta):
+    if issubclass(cls, _ProxyMeta) or cls is _Checked:
         return value
-    if isinstance(value, type) and issubclass(value, type):
-        raise _refuse(f"{where} (a metaclass: calling it creates classes)")
-    if isinstance(value, _CALLABLE_TYPES):
+    if (cls is types.FunctionType or cls is types.MethodType) and _guard_function(value, cls):
+        return value
+    if rules.denied_container(value):
+        raise _refuse(f"{where} (a container of values the sandbox refuses)")
+    if issubclass(cls, type):
+        if issubclass(value, type):
+            raise _refuse(f"{where} (a metaclass: calling it creates classes)")
+        hook = _hook_problem(value, rules)
+        if hook is not None:
+            raise _refuse(f"{where} (a class made at run time with the array hook {hook})")
+    elif issubclass(cls, functools.partial):
+        _verdict(value.func, rules, where)
+        for item in (*value.args, *value.keywords.values()):
+            _verdict(item, rules, where)
+        return value
+    elif cls is _LRU_WRAPPER:
+        _verdict(getattr(value, "__wrapped__", None), rules, where)
+        return value
+    elif issubclass(cls, _ALIAS_TYPES):  # `type[Basic](name, bases, ns)` calls `type`
+        if getattr(value, "_inst", True):
+            _verdict(value.__origin__, rules, where)
+        return value
+    if issubclass(cls, _CALLABLE_TYPES):
         mod = getattr(value, "__module__", None)
         if isinstance(mod, str) and (mod.split(".")[0] in rules.denied_value_modules
                                      or rules.in_forbidden_submodule(mod)):
             raise _refuse(f"{where} (defined in {mod})")
+        result = value
         if getattr(value, "__name__", None) in rules.value_leaves:
             key = _value_key(value)
             if key in rules.denied_values:
                 raise _refuse(f"{where} ({key}: raw memory)")
             limits = rules.call_limits.get(key or "")
             if limits is not None and key is not None:
-                return _limited(value, key, limits)
+                result = _limited(value, key, limits)
+        if _long_lived(value, cls):
+            return _remember(value, result, rules)
+        return result
+    hook = _hook_problem(cls, rules)
+    if hook is not None:
+        raise _refuse(f"{where} (an instance of a class made at run time with the array hook "
+                      f"{hook})")
+    rules.safe_types.add(cls)
     return value
+
+
+def _long_lived(value: Any, cls: type) -> bool:
+    """Callables whose identity is stable (functions, classes, module-level builtins): their
+    verdict can be kept. Bound methods are made anew at each attribute read."""
+    if cls is types.BuiltinFunctionType:
+        bound = getattr(value, "__self__", None)
+        return bound is None or isinstance(bound, types.ModuleType)
+    return cls is types.FunctionType or issubclass(cls, type)
+
+
+class _Checked:
+    # A function-like callable that restricted code handed to library code: every call of it,
+    # whoever makes it (`map`, `functools.reduce`, a sort key, numpy's vectorize), goes through
+    # the call guard, so its callee, arguments and result are checked. Otherwise it behaves
+    # like the callable it wraps (equality, hash, repr, `__name__`, `__doc__`, public
+    # attributes, read through `__getattr__`).
+
+    __slots__ = ("_func", "_guards")
+
+    def __init__(self, func: Any, guards: tuple[Callable[..., Any], ...]) -> None:
+        self._func = func
+        self._guards = guards  # the generic call guard, then the ones for 0 to 3 arguments
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) > 3:
+            return self._guards[0](self._func, *args, **kwargs)
+        return self._guards[len(args) + 1](self._func, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _Checked.__slots__:  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self._func, name)
+
+    @property
+    def __doc__(self) -> Any:  # type: ignore[override]
+        return getattr(self._func, "__doc__", None)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self._func == (other._func if isinstance(other, _Checked) else other))
+
+    def __hash__(self) -> int:
+        return hash(self._func)
+
+    def __repr__(self) -> str:
+        return repr(self._func)
+
+
+_USER_MODULE = "fnforge_function"
+"""`__name__` of the namespace generated functions run in."""
+
+
+def _isolated(func: Callable[..., Any], import_: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` with globals of its own: `__name__` is the generated function's module and the
+    only builtin is the guarded `__import__` (C code imports through its caller's builtins:
+    `arr.sum()` loads numpy.core._methods). Library code that looks at its caller's frame
+    (collections.namedtuple and typing name the new class's module after it; sympy.var binds
+    names in its globals) sees the generated function's module, and can never rebind a name
+    this module's guards use; the guard itself reads no global (everything it uses is a local
+    of its factory), which test_guards checks on its bytecode."""
+    namespace = {"__name__": _USER_MODULE, "__builtins__": {"__import__": import_}}
+    _GUARD_NAMESPACES[_identity(namespace)] = namespace
+    isolated = types.FunctionType(func.__code__, namespace, func.__name__, func.__defaults__,
+                                  func.__closure__)
+    isolated.__kwdefaults__ = func.__kwdefaults__
+    isolated.__qualname__ = func.__qualname__
+    return isolated
+
+
+def _make_calls(rules: _Rules, guarded_type: type,
+                import_: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+    """The call guards: every call restricted code makes goes through one of them (`_call0_` to
+    `_call3_` for calls with that many positional arguments and nothing else, `_call_` for
+    calls with keywords, `_apply_` for calls with `*args`/`**kwargs`; one logic, specialised so
+    that the common case costs about one Python call).
+
+    - the callee is checked at the point of use, however the code got it: the real `type`
+      becomes the guarded one (one argument only), metaclasses, refused builtins and values
+      (RUNTIME_DENIED_VALUES, functions of refused modules, classes with array hooks) are
+      refused, and limited ones (RUNTIME_CALL_LIMITS) are called in their safe form only;
+    - each argument is checked like a value, and function-like arguments are wrapped
+      (`_Checked`, except for the few builtins that never call their arguments, such as
+      `isinstance` and `type`), so library code that calls them back calls them through this
+      guard; keyword names starting with `_` are refused (`Function('f', **{computed: ...})`);
+    - the result is checked like an attribute value (`basic_fns.get('op')` never hands out the
+      real `type`)."""
+    safe = rules.safe_types
+    verdicts = rules.callees
+    plain = rules.plain_callees
+    check_value = _check_value
+    verdict = _verdict
+    checked = _Checked
+    builtin_type = types.BuiltinFunctionType
+    method_type = types.MethodType
+    module_type = types.ModuleType
+    leaves = rules.value_leaves
+    real_isinstance = isinstance
+    real_type = type
+    real_tuple = tuple
+    real_id = _identity
+    real_len = len
+    type_error = TypeError
+    no_wrap = frozenset(_identity(f) for f in (guarded_type, *_PURE_BUILTINS))
+
+    def argument(value: Any) -> Any:
+        return check_value(value, rules, "an argument")
+
+    def plain_argument(value: Any) -> Any:
+        return verdict(value, rules, "an argument")
+
+    def for_target(target: Any) -> Callable[[Any], Any]:
+        return plain_argument if real_id(target) in no_wrap else argument
+
+    def callee(func: Any) -> Any:
+        """What calling `func` runs (the slow path: not a plain long-lived callable)."""
+        cls = real_type(func)
+        if cls is builtin_type:  # `items.append`: only the limits by name apply
+            bound = func.__self__
+            if bound is not None and not real_isinstance(bound, module_type) \
+                    and func.__name__ not in leaves:
+                return func
+        elif cls is method_type:  # a bound Python method: the verdict of its function
+            hit = verdicts.get(real_id(func.__func__))
+            if hit is not None and hit[0] is func.__func__ and hit[1] is hit[0]:
+                return func
+        elif cls is checked:
+            return func
+        elif func is real_type:
+            return guarded_type
+        hit = verdicts.get(real_id(func))
+        if hit is not None and hit[0] is func:
+            return hit[1]
+        target = verdict(func, rules, "calling this value")
+        if target is func and _long_lived(func, cls) and real_len(plain) < _MAX_VERDICTS:
+            plain[real_id(func)] = func
+        return target
+
+    def result_of(value: Any) -> Any:
+        return check_value(value, rules, "a call's result")
+
+    @_handed_out
+    def call(func: Any, *args: Any, **kwargs: Any) -> Any:
+        if real_type(func) is checked:
+            func = func._func
+        target = func if plain.get(real_id(func)) is func else callee(func)
+        for value in args:
+            if real_type(value) not in safe:
+                process = for_target(target)
+                args = real_tuple([process(v) for v in args])
+                break
+        if kwargs:
+            for key in kwargs:
+                if key[:1] == "_":
+                    raise type_error(f"keyword argument {key!r}: names starting with '_' are "
+                                     "not available in the fnforge sandbox")
+            process = for_target(target)
+            kwargs = {k: v if real_type(v) in safe else process(v) for k, v in kwargs.items()}
+        result = target(*args, **kwargs)
+        return result if real_type(result) in safe else result_of(result)
+
+    @_handed_out
+    def call0(func: Any) -> Any:
+        if real_type(func) is checked:
+            func = func._func
+        target = func if plain.get(real_id(func)) is func else callee(func)
+        result = target()
+        return result if real_type(result) in safe else result_of(result)
+
+    @_handed_out
+    def call1(func: Any, a: Any) -> Any:
+        if real_type(func) is checked:
+            func = func._func
+        target = func if plain.get(real_id(func)) is func else callee(func)
+        if real_type(a) not in safe:
+            a = for_target(target)(a)
+        result = target(a)
+        return result if real_type(result) in safe else result_of(result)
+
+    @_handed_out
+    def call2(func: Any, a: Any, b: Any) -> Any:
+        if real_type(func) is checked:
+            func = func._func
+        target = func if plain.get(real_id(func)) is func else callee(func)
+        if real_type(a) not in safe or real_type(b) not in safe:
+            process = for_target(target)
+            a, b = process(a), process(b)
+        result = target(a, b)
+        return result if real_type(result) in safe else result_of(result)
+
+    @_handed_out
+    def call3(func: Any, a: Any, b: Any, c: Any) -> Any:
+        if real_type(func) is checked:
+            func = func._func
+        target = func if plain.get(real_id(func)) is func else callee(func)
+        if real_type(a) not in safe or real_type(b) not in safe or real_type(c) not in safe:
+            process = for_target(target)
+            a, b, c = process(a), process(b), process(c)
+        result = target(a, b, c)
+        return result if real_type(result) in safe else result_of(result)
+
+    guards = tuple(_isolated(f, import_) for f in (call, call0, call1, call2, call3))
+    rules.call_guards = guards
+    return {"_call_": guards[0], "_apply_": guards[0], "_call0_": guards[1],
+            "_call1_": guards[2], "_call2_": guards[3], "_call3_": guards[4]}
+
+
+def _make_checks(rules: _Rules) -> dict[str, Any]:
+    """`_check_`, `_check_args_`, `_check_kwargs_` (and `_type_`, `_safe_types_` for the inline
+    fast path `if _type_(a) not in _safe_types_: a = _check_(a)`): values that enter
+    restricted code without passing another guard (parameters, `with ... as`, `yield`)."""
+    safe = rules.safe_types
+
+    @_handed_out
+    def check(value: Any) -> Any:
+        if type(value) in safe:
+            return value
+        return _check_value(value, rules, "a value passed in")
+
+    @_handed_out
+    def check_args(*values: Any) -> tuple[Any, ...]:
+        return tuple([check(v) for v in values])
+
+    @_handed_out
+    def check_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: check(v) for k, v in values.items()}
+
+    return {"_check_": check, "_check_args_": check_args, "_check_kwargs_": check_kwargs,
+            "_type_": type, "_safe_types_": safe}
+
+
+_PLAIN_ITERABLES: frozenset[type] = frozenset({range, str, bytes})
+
+
+def _make_getiter(rules: _Rules) -> Callable[[Any], Iterator[Any]]:
+    """The iteration guard (`for`, comprehensions, unpacking): each item is checked like an
+    attribute value as it comes out (`for f in basic_fns.values()` never binds the real
+    `type`)."""
+    safe = rules.safe_types
+
+    def checked(it: Iterator[Any]) -> Iterator[Any]:
+        for value in it:
+            if type(value) in safe:
+                yield value
+            else:
+                yield _check_value(value, rules, "an item of an iteration")
+
+    @_handed_out
+    def guarded_iter(ob: Any) -> Iterator[Any]:
+        it: Iterator[Any] = iter(ob)
+        if type(ob) in _PLAIN_ITERABLES:
+            return it
+        return checked(it)
+
+    return guarded_iter
+
+
+def _make_unpack(rules: _Rules, getiter: Callable[[Any], Iterator[Any]]
+                 ) -> tuple[Callable[..., list[Any]], Callable[..., Iterator[Sequence[Any]]]]:
+    """`_unpack_sequence_` and `_iter_unpack_sequence_` (RestrictedPython's protocol: `a, (b, c)
+    = x` and `for a, b in x`), with every unpacked item checked."""
+    safe = rules.safe_types
+
+    @_handed_out
+    def unpack(it: Any, spec: dict[str, Any], _getiter: Any = None) -> list[Any]:
+        if type(it) in (tuple, list):
+            ret = list(it)
+            for i, value in enumerate(ret):
+                if type(value) not in safe:
+                    ret[i] = _check_value(value, rules, "an unpacked item")
+        else:
+            ret = list(getiter(it))
+        if len(ret) < spec["min_len"]:
+            return ret
+        for idx, child in spec["childs"]:
+            ret[idx] = unpack(ret[idx], child)
+        return ret
+
+    @_handed_out
+    def iter_unpack(it: Any, spec: dict[str, Any], _getiter: Any = None
+                    ) -> Iterator[Sequence[Any]]:
+        # each item is unpacked at once and its parts are checked, so the item itself (never
+        # bound) is not: `for k, v in d.items()` checks `k` and `v`
+        flat = not spec["childs"]
+        for ob in iter(it):
+            if flat and type(ob) is tuple:
+                for value in ob:
+                    if type(value) not in safe:
+                        break
+                else:
+                    yield ob
+                    continue
+            yield unpack(ob, spec)
+
+    return unpack, iter_unpack
 
 
 def _safe_format(fmt: str) -> Callable[..., str]:
     """str.format, refusing fields that access attributes (`{0.__class__}`)."""
+    @_handed_out
     def fmt_call(*args: Any, **kwargs: Any) -> str:
         problem = format_field_problem(fmt)
         if problem is not None:
@@ -343,14 +939,25 @@ def _safe_format(fmt: str) -> Callable[..., str]:
     return fmt_call
 
 
+@_handed_out
 def _unbound_format(fmt: Any, *args: Any, **kwargs: Any) -> str:
     if not isinstance(fmt, str):
         raise TypeError("str.format needs a str")
     return _safe_format(str(fmt))(*args, **kwargs)
 
 
-def _make_getattr(rules: _Rules) -> Callable[..., Any]:
-    def guarded_getattr(obj: Any, name: Any, default: Any = _RAISE) -> Any:
+_WHERE = "\0"
+"""Placeholder for the place of a refused value, filled in only when it is refused (an
+f-string per attribute read would cost every read)."""
+
+
+def _make_getattr(rules: _Rules) -> tuple[Callable[..., Any], Callable[[Any, Any], Any]]:
+    """The guarded getattr (`_getattr_`), and `_getmethod_`, the same lookup for `obj.m(...)`:
+    the bound method goes straight to the call guard, so it is checked but not wrapped (it is
+    never a value the code holds)."""
+    safe = rules.safe_types
+
+    def lookup(obj: Any, name: Any, default: Any) -> Any:
         if type(name) is not str:
             raise TypeError("attribute name must be a str")
         if name.startswith("_"):
@@ -373,24 +980,47 @@ def _make_getattr(rules: _Rules) -> Callable[..., Any]:
                     or (name in rules.forbidden_modules and name not in rules.collisions):
                 raise _refuse(f"{modname}.{name}")
         try:
-            value = getattr(obj, name)
+            return getattr(obj, name)
         except AttributeError:
             if default is _RAISE:
                 raise AttributeError(f"{type(obj).__name__!r} object has no attribute "
                                      f"{name!r}") from None  # no .obj handed out
             return default
-        return _check_value(value, rules, f"attribute {name!r}")
-    return guarded_getattr
+
+    def refused(exc: AttributeError, name: str) -> AttributeError:
+        return AttributeError(str(exc).replace(_WHERE, f"attribute {name!r}"))
+
+    @_handed_out
+    def guarded_getattr(obj: Any, name: Any, default: Any = _RAISE) -> Any:
+        value = lookup(obj, name, default)
+        if type(value) in safe:
+            return value
+        try:
+            return _check_value(value, rules, _WHERE)
+        except AttributeError as exc:
+            raise refused(exc, name) from None
+
+    @_handed_out
+    def getmethod(obj: Any, name: Any) -> Any:
+        value = lookup(obj, name, _RAISE)
+        try:
+            return _verdict(value, rules, _WHERE)
+        except AttributeError as exc:
+            raise refused(exc, name) from None
+
+    return guarded_getattr, getmethod
 
 
 def _make_getitem(rules: _Rules) -> Callable[[Any, Any], Any]:
+    @_handed_out
     def guarded_getitem(obj: Any, key: Any) -> Any:
         return _check_value(obj[key], rules, "item")
     return guarded_getitem
 
 
 def _guarded_iter(ob: Any) -> Iterator[Any]:
-    """The iteration guard: plain iteration (no per-item policy in this design), in one place."""
+    """Plain iteration for the builtins that build a container or an iterator (`tuple`,
+    `sorted`, `zip`, `bytes`, `reversed`): the items are checked when the code takes them out."""
     return iter(ob)
 
 
@@ -422,35 +1052,11 @@ class _WriteProxy:
         return ob
 
 
+@_handed_out
 def _write_guard(ob: Any) -> Any:
     if type(ob) in (dict, list):
         return ob
     return _WriteProxy(ob)
-
-
-_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow,
-    "<<=": operator.ilshift, ">>=": operator.irshift, "&=": operator.iand,
-    "|=": operator.ior, "^=": operator.ixor, "@=": operator.imatmul,
-}
-
-
-def _inplacevar(op: str, x: Any, y: Any) -> Any:
-    fn = _INPLACE.get(op)
-    if fn is None:
-        raise SyntaxError(f"unsupported augmented assignment {op!r}")
-    return fn(x, y)
-
-
-def _apply(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """`f(*args, **kwargs)` calls: keyword names are data here, so `_` names are refused
-    (`Function('f', **{computed: ...})` would set dunders on a new class)."""
-    for key in kwargs:
-        if key.startswith("_"):
-            raise TypeError(f"keyword argument {key!r}: names starting with '_' are not "
-                            "available in the fnforge sandbox")
-    return func(*args, **kwargs)
 
 
 class _Printer:
@@ -460,13 +1066,16 @@ class _Printer:
     def __init__(self, _getattr_: Any = None) -> None:
         self.txt: list[str] = []
 
+    @_handed_out
     def write(self, text: str) -> None:
         self.txt.append(text)
         sys.stdout.write(text)
 
+    @_handed_out
     def __call__(self) -> str:
         return "".join(self.txt)
 
+    @_handed_out
     def _call_print(self, *objects: Any, **kwargs: Any) -> None:
         if kwargs.get("file") is not None:
             raise TypeError("print(file=...) is not available; print to standard output")
@@ -477,24 +1086,29 @@ class _Printer:
 # ------------------------------------------------------------------ builtins
 
 
+@_handed_out
 def _g_tuple(it: Iterable[Any] = ()) -> tuple[Any, ...]:
     return tuple(_guarded_iter(it))
 
 
+@_handed_out
 def _g_sorted(it: Iterable[Any], *, key: Any = None, reverse: bool = False) -> list[Any]:
     return sorted(_guarded_iter(it), key=key, reverse=reverse)
 
 
+@_handed_out
 def _g_zip(*its: Iterable[Any], strict: bool = False) -> Iterator[tuple[Any, ...]]:
     return zip(*(_guarded_iter(i) for i in its), strict=strict)
 
 
+@_handed_out
 def _g_bytes(source: Any = b"", *args: Any) -> bytes:
     if isinstance(source, int | str | bytes | bytearray) or args:
         return bytes(source, *args)
     return bytes(_guarded_iter(source))
 
 
+@_handed_out
 def _g_reversed(seq: Any) -> Iterator[Any]:
     _guarded_iter(seq)  # same check as any iteration; reversed needs the sequence itself
     return reversed(seq)
@@ -507,11 +1121,14 @@ def _make_type(rules: _Rules) -> type:
     ndarray constructor."""
     guarded: list[type] = []
 
+    @_handed_out
     def g_type(obj: Any, *rest: Any) -> Any:
         if rest:
             raise TypeError("type() with more than one argument is not available")
         if isinstance(obj, _ProxyMeta):
             return guarded[0]
+        if type(obj) is _Checked:
+            obj = obj._func
         result = type(obj)
         if result is type:
             return guarded[0]
@@ -524,6 +1141,7 @@ def _make_type(rules: _Rules) -> type:
 
 
 def _make_hasattr(getattr_: Callable[..., Any]) -> Callable[[Any, Any], bool]:
+    @_handed_out
     def guarded_hasattr(obj: Any, name: Any) -> bool:
         try:
             getattr_(obj, name)
@@ -534,6 +1152,7 @@ def _make_hasattr(getattr_: Callable[..., Any]) -> Callable[[Any, Any], bool]:
 
 
 def _make_import(rules: _Rules, getattr_: Callable[..., Any]) -> Callable[..., Any]:
+    @_handed_out
     def guarded_import(name: str, globals: Any = None, locals: Any = None,
                        fromlist: Any = (), level: int = 0) -> Any:
         if name == "__future__" and all(f in rules.future for f in fromlist or ()):
@@ -577,29 +1196,32 @@ def _make_import(rules: _Rules, getattr_: Callable[..., Any]) -> Callable[..., A
 
 def guarded_builtins(policy: dict[str, Any]) -> dict[str, Any]:
     """The builtins dict of restricted code: the allowed builtins, wrappers and guards."""
-    from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
-
     rules = _rules(policy)
-    getattr_ = _make_getattr(rules)
+    getattr_, getmethod = _make_getattr(rules)
+    guarded_type = _make_type(rules)
+    import_ = _make_import(rules, getattr_)
+    getiter = _make_getiter(rules)
+    unpack, iter_unpack = _make_unpack(rules, getiter)
     out: dict[str, Any] = {n: getattr(builtins, n) for n in rules.allowed_builtins
                            if hasattr(builtins, n) and n not in rules.forbidden_builtins}
     out.update({
         "tuple": _proxy_type(tuple, _g_tuple),
-        "type": _make_type(rules),
+        "type": guarded_type,
         "bytes": _proxy_type(bytes, _g_bytes),
         "sorted": _g_sorted, "zip": _g_zip, "reversed": _g_reversed,
         "hasattr": _make_hasattr(getattr_),
         "StatisticsError": _statistics_error(),
-        "__import__": _make_import(rules, getattr_),
+        "__import__": import_,
         "_getattr_": getattr_,
+        "_getmethod_": getmethod,
         "_getitem_": _make_getitem(rules),
-        "_getiter_": _guarded_iter,
-        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
-        "_unpack_sequence_": guarded_unpack_sequence,
+        "_getiter_": getiter,
+        "_iter_unpack_sequence_": iter_unpack,
+        "_unpack_sequence_": unpack,
         "_write_": _write_guard,
-        "_inplacevar_": _inplacevar,
-        "_apply_": _apply,
         "_print_": _Printer,
+        **_make_calls(rules, guarded_type, import_),
+        **_make_checks(rules),
     })
     return out
 
@@ -635,7 +1257,7 @@ _builtins_cache: dict[tuple[int, bool], dict[str, Any]] = {}
 
 def _builtins_for(policy: dict[str, Any], restricted: bool) -> dict[str, Any]:
     """A fresh copy of the (cached) builtins of restricted or plain function code."""
-    key = (id(policy), restricted)
+    key = (_identity(policy), restricted)
     template = _builtins_cache.get(key)
     if template is None:
         if restricted:
@@ -643,7 +1265,7 @@ def _builtins_for(policy: dict[str, Any], restricted: bool) -> dict[str, Any]:
         else:
             rules = _rules(policy)
             template = dict(vars(builtins))
-            template["__import__"] = _make_import(rules, _make_getattr(rules))
+            template["__import__"] = _make_import(rules, _make_getattr(rules)[0])
         _builtins_cache[key] = template
     return dict(template)
 
@@ -655,8 +1277,19 @@ def load_function(code: str, name: str, policy: dict[str, Any], restricted: bool
     if compiled is None:
         compiled = compile_function(code, policy, restricted)
     _apply_library_limits(_rules(policy))
-    namespace: dict[str, Any] = {"__builtins__": _builtins_for(policy, restricted),
-                                 "__name__": "fnforge_function"}
+    guarded = _builtins_for(policy, restricted)
+    namespace: dict[str, Any] = {"__builtins__": guarded, "__name__": _USER_MODULE}
+    _rules(policy).user_namespaces[_identity(namespace)] = namespace
+    paused, _state["paused"] = _state["paused"], True  # making functions is the runner's own
+    try:
+        for guard in restricted_policy.CALL_GUARDS & guarded.keys():
+            # the call guards run in the function's own globals (they read none): library code
+            # that looks at its caller's frame (sympy.var binds names there) sees the function's
+            template = guarded[guard]
+            guarded[guard] = types.FunctionType(template.__code__, namespace, template.__name__,
+                                                template.__defaults__, template.__closure__)
+    finally:
+        _state["paused"] = paused
     exec(compiled, namespace)
     func = namespace.get(name)
     if not callable(func):
@@ -967,3 +1600,6 @@ def install_audit_hook(policy: dict[str, Any], emit: Callable[[dict[str, Any]], 
     if not _state["installed"]:
         sys.addaudithook(_hook)
         _state["installed"] = True
+
+
+_GUARD_NAMESPACES[_identity(globals())] = globals()

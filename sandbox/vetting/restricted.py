@@ -1,9 +1,11 @@
 """Vetting stage 3 on the host: RestrictedPython must accept the code.
 
 It compiles with the same policy class as the container (runner/restricted_policy.py, given
-policy.py's ALLOWED_DUNDER_ATTRIBUTES), so the host verdict and the container's compile agree.
-Inside the container the function also runs under RestrictedPython's guards; that is a second
-filter and a source of evidence, not the boundary (the container and the kernel filter are).
+policy.py's ALLOWED_DUNDER_ATTRIBUTES), so the host verdict and the container's compile agree:
+the readable dunders compile to guarded reads, every call to a call guard, parameters to checks
+on entry, and `nonlocal` is accepted. Inside the container the function also runs under those
+guards; that is a second filter and a source of evidence, not the boundary (the container and
+the kernel filter are).
 """
 
 from __future__ import annotations

@@ -49,7 +49,12 @@ Decisions (documented here because reviewers ask):
   the container, which sees every route whatever the alias.
 - `except*` is refused (ExceptionGroup type confusion); positional-only parameters are refused on
   the main function (it is called with keyword arguments) and `_` names are refused everywhere
-  (shadowing RestrictedPython's guard names).
+  (shadowing RestrictedPython's guard names), also in `global` and `nonlocal` statements, which
+  are allowed: `nonlocal count` in a counting or backtracking closure only rebinds a name of
+  the enclosing function (the RestrictedPython policy allows it too).
+- Containers of the allowed modules that hold refused values (RUNTIME_DENIED_CONTAINERS:
+  `sympy.strategies.util.basic_fns` holds the real `type`) are refused by their last name on
+  import-rooted chains, whatever module re-exports them; the guards refuse them by identity.
 """
 
 from __future__ import annotations
@@ -414,10 +419,12 @@ class _Checker(ast.NodeVisitor):
                      f"{full} reaches the forbidden module {attr!r} through an allowed one")
         elif any(full == s or full.startswith(s + ".") for s in P.FORBIDDEN_SUBMODULES):
             self.add("static.import", node, f"{full} is a forbidden submodule")
-        elif attr in P.FORBIDDEN_MODULE_ATTRIBUTES.get(base, frozenset()):
+        elif attr in P.FORBIDDEN_MODULE_ATTRIBUTES.get(base, frozenset()) \
+                or attr in P.denied_container_names():
             self.add("static.module-attr", node,
                      f"{full} is not available to generated functions (files, tests, "
-                     "subprocesses, sessions or raw memory)")
+                     "subprocesses, sessions, raw memory, attributes named by data, or a "
+                     "container of refused values)")
         elif attr in P.FORBIDDEN_BUILTINS:
             self.add("static.builtin", node, f"{full} is an evaluator or introspection helper")
 
@@ -525,6 +532,14 @@ class _Checker(ast.NodeVisitor):
                  "confusion); use a plain 'except'")
         self.generic_visit(node)
 
+    def visit_Global(self, node: ast.Global | ast.Nonlocal) -> None:
+        """`global`/`nonlocal` are allowed (a counter or a flag in a closure); their names are
+        checked like any other."""
+        for name in node.names:
+            self._check_identifier(name, node)
+
+    visit_Nonlocal = visit_Global
+
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.name:
             self._check_identifier(node.name, node)
@@ -551,6 +566,10 @@ class _Checker(ast.NodeVisitor):
                 and func.func.id == "type" and not self._bound("type") and n_args >= 3:
             self.add("static.type-call", node, "calling type(x) with three arguments calls a "
                      "metaclass: it creates classes")
+        if isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name) \
+                and func.value.id == "type" and not self._bound("type"):
+            self.add("static.type-call", node, "calling type[...] calls type(): it creates "
+                     "classes; only type(x) is allowed")
         if isinstance(func, ast.Name) and func.id == "hasattr" and not self._bound("hasattr"):
             name = node.args[1] if len(node.args) > 1 else None
             if not (isinstance(name, ast.Constant) and isinstance(name.value, str)
