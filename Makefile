@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requirements-data.txt | sha256sum | cut -c1-12)
 
-.PHONY: install image selftest test bench lint gc train eval
+.PHONY: install image selftest test bench lint gc train eval ray-deps
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ train: install image model
 # The run's test problems without and with its library, paired; a table and $(RUN)/eval.json.
 eval: install image model
 	$(PY) -m optimizer eval --run $(RUN)
+
+# Ray for `--backend ray` (optional; CI installs it to run the Ray tests).
+ray-deps: install
+	$(PIP) install -q --disable-pip-version-check --require-hashes --no-deps -r requirements-ray.txt
 
 lint: install
 	$(VENV)/bin/ruff check sandbox optimizer tests

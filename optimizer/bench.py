@@ -10,7 +10,11 @@
 5. 16 conversations in flight against a scripted 1-second LLM, against one at a time (target: at
    least 8 times faster);
 6. one epoch of the same scripted conversations with every code block run upstream's way (a new
-   `docker run` each) and through fnforge's sandbox.
+   `docker run` each) and through fnforge's sandbox;
+7. the Ray backend on a Ray instance on this machine against the local backend: its overhead
+   per conversation (one at a time, a scripted LLM answering at once, a code block each), and
+   its throughput at 16 conversations in flight against a scripted 1-second LLM (skipped
+   without Ray: `make ray-deps`).
 Ratios are of figures measured in this run, on this machine; nothing here is a pass/fail test.
 """
 
@@ -33,6 +37,7 @@ from sandbox.image import find_image
 from sandbox.limits import DEFAULT_LIMITS
 
 from .agent_optimizer import AgentOptimizer, OptimizerSettings
+from .backends import parallel
 from .conversation import EpisodeSettings, solve
 from .errors import OptimizerError
 from .events import EventLog
@@ -41,7 +46,6 @@ from .llm.config import config_from_dict, load_config
 from .llm.scripted import Reply, ScriptedLLM, text, tool_call
 from .math import Grader, Problem
 from .prompts import PromptBudget, Recorded, system_prompt, user_prompt
-from .train import parallel
 
 __all__ = ["main"]
 
@@ -208,6 +212,57 @@ def concurrency(sandbox: Sandbox, grader: Grader) -> dict[str, Any]:
             "speedup": round(sequential / in_flight, 1)}
 
 
+def ray_backend(sandbox: Sandbox, grader: Grader) -> dict[str, Any]:
+    """Local backend against Ray backend, the same conversations (a 1-node Ray here)."""
+    try:
+        import ray
+
+        from .backends.ray_backend import RayBackend
+    except ImportError:
+        return {"skipped": "Ray is not installed (make ray-deps)"}
+    from .backends import Episode, LocalBackend
+
+    def answer(body: dict[str, Any]) -> Reply:
+        messages = body["messages"]
+        q = next(m["content"] for m in messages if m["role"] == "user")
+        a, b = (int(x) for x in _NUMBERS.findall(q)[:2])
+        if messages[-1]["role"] == "user" and messages[-1]["content"].startswith("exitcode"):
+            return text(f"\\boxed{{{a * b}}}")
+        return text(f"```python\nprint({a} * {b})\n```")
+
+    def timed(backend: Any, n: int) -> float:
+        episodes = [Episode(p, ()) for p in _problems(n)]
+        t0 = time.perf_counter()
+        list(backend.solve_all(episodes, EpisodeSettings()))
+        return time.perf_counter() - t0
+
+    out: dict[str, Any] = {}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for latency, n, in_flight, key in ((0.0, 16, 1, "one_at_a_time"),
+                                           (1.0, 32, 16, "sixteen_in_flight_1s_llm")):
+            server = ScriptedLLM(latency=latency, responder=answer).start()
+            try:
+                client = _scripted_client(server)
+                local = LocalBackend(client, sandbox, grader, in_flight)
+                on_ray = RayBackend(client, concurrency=in_flight)
+                try:
+                    timed(on_ray, 2)  # workers and the node's pool warm up first
+                    local_s, ray_s = timed(local, n), timed(on_ray, n)
+                finally:
+                    on_ray.close()
+            finally:
+                server.stop()
+            out[key] = {"conversations": n, "local_s": round(local_s, 2),
+                        "ray_s": round(ray_s, 2),
+                        "ray_overhead_per_conversation_s": round((ray_s - local_s) / n, 4),
+                        "ray_conversations_per_s": round(n / ray_s, 2),
+                        "local_conversations_per_s": round(n / local_s, 2)}
+    finally:
+        ray.shutdown()
+    return out
+
+
 class DockerRunPerCall:
     """Upstream's execution: every code block in a new container (hardened like fnforge's)."""
 
@@ -291,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["harness"] = harness_overhead(sandbox, local, grader)
             figures["concurrency"] = concurrency(sandbox, grader)
             figures["upstream_epoch"] = upstream_epoch(sandbox, grader)
+            figures["ray_backend"] = ray_backend(sandbox, grader)
             if local is not None:
                 figures["vetted_proposals"] = vetted_share(local, sandbox, args.steps)
     finally:
@@ -321,6 +377,18 @@ def _report(f: dict[str, Any]) -> None:
     _console.print(f"an epoch of {u['conversations']} conversations: fnforge "
                    f"{u['fnforge']} s, a docker run per code block {u['docker_run_per_call']} s:"
                    f" {u['ratio']}x")
+    r = f.get("ray_backend", {})
+    if "skipped" in r:
+        _console.print(f"Ray backend: skipped ({r['skipped']})")
+    elif r:
+        one, many = r["one_at_a_time"], r["sixteen_in_flight_1s_llm"]
+        _console.print(f"Ray backend, one conversation at a time: "
+                       f"{one['ray_overhead_per_conversation_s']} s more per conversation than "
+                       f"local ({one['ray_s']} s against {one['local_s']} s for "
+                       f"{one['conversations']})")
+        _console.print(f"Ray backend, 16 in flight, scripted 1 s LLM: "
+                       f"{many['ray_conversations_per_s']} conversations/s (local "
+                       f"{many['local_conversations_per_s']})")
     v = f.get("vetted_proposals")
     if v:
         _console.print(f"optimizer steps with at least one vetted function (embedded model): "

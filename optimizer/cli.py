@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from sandbox import SandboxError
 from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, report_bug
 from sandbox.text import terminal_safe
 
-from .errors import ConfigError, OptimizerError
+from .errors import ConfigError, DatasetError, OptimizerError
 
 __all__ = ["main"]
 
@@ -75,13 +76,36 @@ def _train(args: argparse.Namespace) -> int:
         stem = Path(args.config).stem
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / \
             f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    where = _backend_choice(args)
+    return _resumable(lambda: train(config, run_dir, resume=bool(args.resume),
+                                    backend_choice=where), config.llm,
+                      run_dir / "config.json",
+                      f"python -m optimizer train --resume {terminal_safe(run_dir)}")
+
+
+def _resumable(work: Callable[[], object], llm_table: dict[str, Any], started: Path,
+               again: str) -> int:
+    """Run long work; when it stops (Ctrl-C, SIGTERM, an endpoint or engine that stayed away,
+    a full disk) after `started` exists, say how to continue it."""
+    hint = f"nothing finished is lost; continue with: {again}"
     try:
-        with _local_model(config.llm):
-            train(config, run_dir, resume=bool(args.resume))
+        with _local_model(llm_table):
+            work()
     except KeyboardInterrupt:
-        print(f"interrupted; nothing finished is lost: python -m optimizer train --resume "
-              f"{terminal_safe(run_dir)}", file=sys.stderr)
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
+    except (OptimizerError, SandboxError) as exc:
+        if isinstance(exc, ConfigError | DatasetError) or not started.exists():
+            raise
+        print(f"error: {terminal_safe(exc, 4000)}\nstopped; once that is fixed, {hint}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left for {terminal_safe(exc.filename or started.parent)}: "
+              f"free some space; {hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
@@ -112,13 +136,18 @@ def _eval(args: argparse.Namespace) -> int:
         library = FunctionLibrary.load(args.library)
         out = Path(args.out) if args.out else Path("runs") / \
             f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    where = _backend_choice(args)
+    if where is not None:
+        config = replace(config, train=replace(config.train, backend=where[0], address=where[1]))
     if args.lock:  # only approved functions, each exactly the code the lock pinned
         from .history import load_locked_library
 
         library = load_locked_library(Path(args.lock), library)
-    with _local_model(config.llm):
-        evaluate(config, problems, library, out)
-    return EXIT_OK
+    given = [("--run", args.run), ("--library", args.library), ("--config", args.config),
+             ("--lock", args.lock), ("--out", out)]
+    again = "python -m optimizer eval" + "".join(
+        f" {flag} {terminal_safe(value)}" for flag, value in given if value)
+    return _resumable(lambda: evaluate(config, problems, library, out), config.llm, out, again)
 
 
 @contextlib.contextmanager
@@ -169,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
                        "[sandbox] [llm])")
     train.add_argument("--run-dir", help="where the run goes (default runs/NAME-TIME)")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    _add_backend_arguments(train)
     ev = groups.add_parser("eval", help="the test problems without and with a library, paired")
     ev.add_argument("--run", help="a training run: its test split and its best library")
     ev.add_argument("--library", help="a library JSON (with --config, or instead of the run's)")
@@ -176,9 +206,26 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="where eval.json goes (default: the run directory)")
     ev.add_argument("--lock", help="a lock file (review lock): evaluate only the approved "
                     "functions, refusing any whose code differs from the lock")
+    _add_backend_arguments(ev)
     groups.add_parser("review", help="a run's history: show, verify, approve, deny, lock, "
                       "export (review --help)")
     return parser
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("local", "ray"),
+                        help="where conversations run (default: the config's [train] backend, "
+                        "else local); ray needs `pip install .[ray]` (README, Scaling out)")
+    parser.add_argument("--address", help="the Ray cluster to join (default: RAY_ADDRESS, else "
+                        "a Ray instance started on this machine)")
+
+
+def _backend_choice(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.backend is None:
+        if args.address:
+            raise ConfigError("--address is for --backend ray")
+        return None
+    return args.backend, args.address or ""
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -7,8 +7,15 @@ by name in the Python it writes either way). The user proxy:
 - runs the Python code blocks of a reply with `Sandbox.run`, the library's functions defined,
 - returns the results as the next messages,
 and the episode ends at a final `\\boxed{}` answer, TERMINATE, the turn limit or the time limit.
-A failed sandbox call is a message for the assistant, not an error; an LLM error, a sandbox
-infrastructure error or a timeout ends the episode with a recorded reason, never the run.
+
+Faults are sorted by whose they are, so the optimizer never learns from noise:
+- the code's (an exception, a timeout, a memory limit): a message for the assistant;
+- this conversation's (a prompt too long, a request the endpoint refuses): the episode ends
+  with outcome ``llm_error``, recorded;
+- the infrastructure's: a call lost with a container the engine killed makes the episode run
+  again from the start (up to EPISODE_ATTEMPTS times, each fault noted in ``faults``); an
+  endpoint or engine that stays away past its retries, a rejected key, a missing model raise,
+  so the run stops and resumes later with nothing counted.
 The history is OpenAI messages, the form the optimizer reads.
 """
 
@@ -21,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, SandboxError
+from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult
 
-from .errors import LLMError
+from .errors import ContextTooLong, LLMRequestError
 from .history.calls import CODE_BLOCK, call_data
 from .llm import ChatResult, LLMClient
 from .math import Grader, Problem, extract_answer
@@ -31,6 +38,7 @@ from .math import Grader, Problem, extract_answer
 __all__ = ["ConversationResult", "EpisodeSettings", "Executor", "assistant_system_prompt",
            "solve"]
 
+EPISODE_ATTEMPTS = 3  # an episode whose sandboxed call the engine lost is run again from the start
 CODE_FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
 OUTPUT_CHARS = 2000  # of a code block's output or a tool result, shown to the assistant
 
@@ -61,7 +69,7 @@ class ConversationResult:
     answer: str | None
     correct: bool
     outcome: str  # answered | terminated | turn_limit | time_limit | llm_error | sandbox_error
-    reason: str
+    reason: str  # sandbox_error: a call lost to the engine in every one of EPISODE_ATTEMPTS
     turns: int = 0
     tool_calls: int = 0
     code_blocks: int = 0
@@ -71,6 +79,7 @@ class ConversationResult:
     functions: list[str] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)  # every sandboxed call, in order
     grade_reason: str = ""
+    faults: list[str] = field(default_factory=list)  # infrastructure faults that restarted it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +112,20 @@ def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
           functions: Sequence[FunctionSpec], grader: Grader,
           settings: EpisodeSettings = DEFAULT_EPISODE,
           on_call: Callable[[dict[str, Any]], None] | None = None) -> ConversationResult:
-    """Run one episode and grade it. Never raises for the model's or the code's failures."""
+    """Run one episode and grade it (the module doc says which faults raise)."""
+    faults: list[str] = []
+    for _ in range(EPISODE_ATTEMPTS):
+        result = _episode(problem, client, sandbox, functions, grader, settings, on_call)
+        if result.outcome != "sandbox_error":
+            break
+        faults.append(result.reason)
+    result.faults = faults if result.outcome != "sandbox_error" else faults[:-1]
+    return result
+
+
+def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
+             functions: Sequence[FunctionSpec], grader: Grader, settings: EpisodeSettings,
+             on_call: Callable[[dict[str, Any]], None] | None) -> ConversationResult:
     started = time.monotonic()
     by_name = {s.name: s for s in functions}
     tools = [{"type": "function", "function": {"name": s.name, "description": s.description,
@@ -114,12 +136,17 @@ def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
     result = ConversationResult(problem.id, messages, None, False, "turn_limit",
                                 f"no final answer in {settings.max_turns} turns",
                                 functions=sorted(by_name))
+    lost: list[str] = []  # a call the engine lost: the episode is void
 
     def record(call: dict[str, Any]) -> None:
         call["problem_id"] = problem.id
         result.calls.append(call)
         if on_call is not None:
             on_call(call)
+
+    def check(outcome: CallResult) -> None:
+        if outcome.error is not None and outcome.error.lost_to_engine:
+            lost.append(outcome.error.message)
 
     final = ""
     for turn in range(1, settings.max_turns + 1):
@@ -130,7 +157,9 @@ def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
             reply = client.chat("assistant", messages, tools=tools or None,
                                 max_tokens=settings.max_tokens,
                                 temperature=settings.temperature)
-        except LLMError as exc:
+        except (ContextTooLong, LLMRequestError) as exc:
+            if isinstance(exc, LLMRequestError) and exc.status in (None, 429):
+                raise  # quota or no answer at all: the endpoint's problem, not this episode's
             result.outcome, result.reason = "llm_error", str(exc)[:500]
             break
         result.turns = turn
@@ -138,38 +167,42 @@ def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
         result.completion_tokens += reply.completion_tokens
         messages.append(_assistant_message(reply))
         text = reply.text or ""
-        try:
-            if reply.tool_calls:
-                for call in reply.tool_calls:
-                    result.tool_calls += 1
-                    messages.append(_tool_message(call.id, call.name, call.arguments, by_name,
-                                                  sandbox, settings, record))
+        if reply.tool_calls:
+            for call in reply.tool_calls:
+                result.tool_calls += 1
+                messages.append(_tool_message(call.id, call.name, call.arguments, by_name,
+                                              sandbox, settings, record, check))
+        elif blocks := CODE_FENCE.findall(text):
+            result.code_blocks += 1
+            code = "\n\n".join(blocks)
+            try:
+                run = sandbox.run(code, list(by_name.values()), timeout=settings.call_timeout)
+            except InvalidArguments as exc:  # e.g. a block over the request size limit
+                messages.append({"role": "user", "content": f"error: {exc}"[:OUTPUT_CHARS]})
                 continue
-            blocks = CODE_FENCE.findall(text)
-            if blocks:
-                result.code_blocks += 1
-                run = sandbox.run("\n\n".join(blocks), list(by_name.values()),
-                                  timeout=settings.call_timeout)
-                record(call_data(CODE_BLOCK, "\n\n".join(blocks), run))
-                messages.append({"role": "user", "content": _run_output(run)})
-                continue
-        except SandboxError as exc:  # the engine or a container, not the code: end, recorded
-            result.outcome, result.reason = "sandbox_error", str(exc)[:500]
+            record(call_data(CODE_BLOCK, code, run))
+            check(run)
+            messages.append({"role": "user", "content": _run_output(run)})
+        else:
+            final = text
+            if extract_answer(text) is not None:
+                result.outcome, result.reason = "answered", "final answer given"
+                break
+            if "TERMINATE" in text:
+                result.outcome, result.reason = "terminated", "TERMINATE without an answer"
+                break
+            messages.append({"role": "user", "content": "Continue. When you are done, give "
+                             "the final answer in \\boxed{}."})
+        if lost:
+            result.outcome, result.reason = "sandbox_error", lost[0][:500]
             break
-        final = text
-        if extract_answer(text) is not None:
-            result.outcome, result.reason = "answered", "final answer given"
-            break
-        if "TERMINATE" in text:
-            result.outcome, result.reason = "terminated", "TERMINATE without an answer"
-            break
-        messages.append({"role": "user", "content": "Continue. When you are done, give the "
-                         "final answer in \\boxed{}."})
     final = final or next((str(m.get("content") or "") for m in reversed(messages)
                            if m.get("role") == "assistant" and m.get("content")), "")
     grade = grader.grade(final, problem.answer)
     result.answer, result.correct, result.grade_reason = grade.extracted, grade.correct, \
         grade.reason
+    if result.outcome == "sandbox_error":
+        result.correct = False  # a void episode is never counted as solved
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -183,7 +216,8 @@ def _assistant_message(reply: ChatResult) -> dict[str, Any]:
 
 def _tool_message(call_id: str, name: str, arguments: str, by_name: dict[str, FunctionSpec],
                   sandbox: Executor, settings: EpisodeSettings,
-                  record: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                  record: Callable[[dict[str, Any]], None],
+                  check: Callable[[CallResult], None]) -> dict[str, Any]:
     """The result of one tool call as the assistant will read it (errors included)."""
     def reply(content: str) -> dict[str, Any]:
         return {"role": "tool", "tool_call_id": call_id, "content": content}
@@ -203,6 +237,7 @@ def _tool_message(call_id: str, name: str, arguments: str, by_name: dict[str, Fu
     except InvalidArguments as exc:
         return reply(f"Error: {exc}")
     record(call_data(name, args, result, code_hash=spec.code_hash))
+    check(result)
     if result.ok:
         return reply(json.dumps(result.value)[:OUTPUT_CHARS])
     err = result.error

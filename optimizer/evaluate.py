@@ -23,12 +23,12 @@ from rich.table import Table
 from sandbox import FunctionLibrary, FunctionSpec, Sandbox
 from sandbox.text import markup_safe
 
-from .conversation import ConversationResult, solve
+from .backends import Backend, Episode, backend_for
 from .llm import LLMClient
 from .llm.config import resolve_llm_config
 from .math import Grader, Problem
 from .runconfig import RunConfig
-from .train import RunDirectory, _progress, parallel
+from .train import RunDirectory, _progress
 
 __all__ = ["ARMS", "EvalRow", "evaluate", "mcnemar_exact", "summarise", "wilson"]
 
@@ -98,7 +98,7 @@ def summarise(problems: Sequence[Problem],
 
 def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLibrary,
              out_dir: Path, *, console: Console | None = None, client: LLMClient | None = None,
-             sandbox: Sandbox | None = None) -> dict[str, Any]:
+             sandbox: Sandbox | None = None, backend: Backend | None = None) -> dict[str, Any]:
     """Solve every problem with and without the library; write eval.json; return it."""
     console = console or Console(stderr=True)
     started = time.monotonic()
@@ -114,21 +114,22 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                 bool(record["result"]["correct"])
     with contextlib.ExitStack() as stack:
         if sandbox is None:
-            sandbox = stack.enter_context(Sandbox(pool_size=config.sandbox.pool_size,
-                                                  runtime=config.sandbox.runtime or None))
+            sandbox = stack.enter_context(Sandbox(
+                pool_size=config.sandbox.pool_size, runtime=config.sandbox.runtime or None,
+                engine_wait_s=config.sandbox.engine_wait_s))
         grader = stack.enter_context(Grader())
+        if backend is None:
+            backend = stack.enter_context(contextlib.closing(backend_for(
+                config, client=client, sandbox=sandbox, grader=grader)))
         functions = [s for s in library.specs() if sandbox.vet(s).passed]
-        arms: dict[str, list[FunctionSpec]] = {"base": [], "library": functions}
-        todo = [(arm, p) for p in problems for arm in ARMS if (arm, p.id) not in outcomes]
+        arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": tuple(functions)}
+        todo = [Episode(p, arms[arm], arm) for p in problems for arm in ARMS
+                if (arm, p.id) not in outcomes]
         with _progress(console) as progress:
             task = progress.add_task("evaluation", total=2 * len(problems),
                                      completed=2 * len(problems) - len(todo), stats="")
-            def work(item: tuple[str, Problem]) -> ConversationResult:
-                arm, problem = item
-                return solve(problem, client=client, sandbox=sandbox, functions=arms[arm],
-                             grader=grader, settings=config.episode)
-
-            for (arm, _), result in parallel(todo, work, config.train.concurrency):
+            for episode, result in backend.solve_all(todo, config.episode):
+                arm = episode.tag
                 outcomes[(arm, result.problem_id)] = result.correct
                 run.append_journal({"arm": arm, "library_version": library.version,
                                     "result": result.to_dict()}, "eval-journal.jsonl")

@@ -43,12 +43,15 @@ class TrainConfig:
     ties: Literal["accept", "reject"] = "accept"
     score: Literal["validation", "train"] = "validation"  # what roll-back and early stop read
     max_prompt_tokens: int = 6000
+    backend: str = "local"  # "local" or "ray": where conversations run (README, "Scaling")
+    address: str = ""  # the Ray cluster (backend "ray"): "" = RAY_ADDRESS or a local one
 
 
 @dataclass(frozen=True)
 class SandboxConfig:
     pool_size: int = 2
     runtime: str = ""  # "" (the engine's runc) or "runsc" (gVisor)
+    engine_wait_s: float = 300.0  # an engine away longer than this stops the run (resumable)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ def _check(config: RunConfig, where: str) -> None:
                      ("patience", 1), ("max_prompt_tokens", 1000)):
         if getattr(t, key) < low:
             problems.append(f"train.{key} must be >= {low}")
+    if t.backend not in ("local", "ray"):
+        problems.append("train.backend must be local or ray")
     if t.ties not in ("accept", "reject"):
         problems.append("train.ties must be accept or reject")
     if t.score not in ("validation", "train"):
@@ -144,7 +149,8 @@ def _check(config: RunConfig, where: str) -> None:
         problems.append("train.score = \"validation\" needs data.val_per_type > 0")
     if e.max_turns < 1 or e.seconds <= 0 or e.call_timeout <= 0:
         problems.append("episode: max_turns >= 1, seconds and call_timeout > 0")
-    if s.pool_size < 1 or s.runtime not in ("", "runc", "runsc"):
-        problems.append("sandbox: pool_size >= 1, runtime \"\", \"runc\" or \"runsc\"")
+    if s.pool_size < 1 or s.runtime not in ("", "runc", "runsc") or s.engine_wait_s < 0:
+        problems.append("sandbox: pool_size >= 1, runtime \"\", \"runc\" or \"runsc\", "
+                        "engine_wait_s >= 0")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))

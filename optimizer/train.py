@@ -24,37 +24,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sandbox import FunctionSpec, Sandbox
+from sandbox import FunctionSpec, Sandbox, SandboxError
 from sandbox.files import append_line, write_json_atomic
 from sandbox.text import markup_safe
 
 from .agent_optimizer import AgentOptimizer, OptimizerSettings
-from .conversation import ConversationResult, solve
-from .errors import ConfigError, DatasetError
+from .backends import Backend, Episode, backend_for
+from .conversation import ConversationResult
+from .errors import ConfigError, DatasetError, OptimizerError
 from .events import Event
 from .history import HistoryStore
 from .llm import LLMClient
 from .llm.config import resolve_llm_config
-from .math import Grader, Problem, Split, load_gsm8k, load_jsonl, load_math, load_math500, split
+from .math import Grader, Split, load_gsm8k, load_jsonl, load_math, load_math500, split
 from .prompts import PromptBudget
 from .runconfig import DataConfig, RunConfig, run_config_from_dict
 
-__all__ = ["RunDirectory", "TrainSummary", "make_split", "parallel", "train"]
-
-T = TypeVar("T")
-R = TypeVar("R")
-
+__all__ = ["RunDirectory", "TrainSummary", "make_split", "train"]
 
 @dataclass(frozen=True)
 class TrainSummary:
@@ -127,63 +122,42 @@ def make_split(data: DataConfig) -> Split:
                  levels=levels)
 
 
-# -- conversations in flight ----------------------------------------------------------------------
-def parallel(items: Sequence[T], work: Callable[[T], R],
-             concurrency: int) -> Iterator[tuple[T, R]]:
-    """(item, result) as each finishes, `concurrency` at a time, on daemon threads: after
-    Ctrl-C the caller stops reading and leaves, without waiting for an LLM call in flight."""
-    todo: queue.Queue[T | None] = queue.Queue()
-    done: queue.Queue[tuple[T, R] | BaseException] = queue.Queue()
-    for item in items:
-        todo.put(item)
-    workers = max(1, min(concurrency, len(items)))
-    for _ in range(workers):
-        todo.put(None)
-
-    def worker() -> None:
-        while (item := todo.get()) is not None:
-            try:
-                done.put((item, work(item)))
-            except BaseException as exc:  # an error is the caller's to see, not a lost result
-                done.put(exc)
-
-    for _ in range(workers):
-        threading.Thread(target=worker, daemon=True, name="fnforge-episode").start()
-    for _ in range(len(items)):
-        result = done.get()
-        if isinstance(result, BaseException):
-            raise result
-        yield result
-
-
 # -- training -------------------------------------------------------------------------------------
 def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
           console: Console | None = None, client: LLMClient | None = None,
-          sandbox: Sandbox | None = None,
+          sandbox: Sandbox | None = None, backend: Backend | None = None,
+          backend_choice: tuple[str, str] | None = None,
           sinks: Sequence[Callable[[Event], None]] = ()) -> TrainSummary:
-    """Train (or continue training) in `run_dir`; see the module doc."""
+    """Train (or continue training) in `run_dir`; see the module doc. Conversations run on
+    `backend` (default: the one the config names, or `backend_choice` = (name, Ray address),
+    which also holds on resume); the step, vetting and files stay here."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     run = RunDirectory(run_dir)
+    if backend_choice is not None and not resume:
+        config = _placed(config, backend_choice)
     config, the_split = _prepare(run, config, resume, console)
+    if backend_choice is not None:
+        config = _placed(config, backend_choice)
     if client is None:
         llm, key = resolve_llm_config(config.llm or None)
         client = LLMClient(llm, api_key=key)
     with contextlib.ExitStack() as stack:
         if sandbox is None:
-            sandbox = stack.enter_context(Sandbox(pool_size=config.sandbox.pool_size,
-                                                  runtime=config.sandbox.runtime or None))
+            sandbox = stack.enter_context(Sandbox(
+                pool_size=config.sandbox.pool_size, runtime=config.sandbox.runtime or None,
+                engine_wait_s=config.sandbox.engine_wait_s))
         grader = stack.enter_context(Grader())
+        if backend is None:
+            backend = stack.enter_context(contextlib.closing(backend_for(
+                config, client=client, sandbox=sandbox, grader=grader)))
         history = stack.enter_context(HistoryStore.open(run_dir))
         history.record("run", {"event": "resume" if resume else "start",
                                "config": config.to_dict()})
-        events = open(run / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        stack.callback(events.close)
         to_history = history.sink
 
         def sink(event: Event) -> None:
-            events.write(json.dumps(event.to_dict(), default=str) + "\n")
-            events.flush()
+            run.append_journal(event.to_dict(), "events.jsonl")
             to_history(event)
             for extra in sinks:
                 extra(event)
@@ -200,17 +174,22 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
             optimizer.load_state(checkpoint["optimizer"])
             first_epoch = int(checkpoint["epoch"]) + 1
         metrics: list[dict[str, Any]] = list((checkpoint or {}).get("metrics", []))
-        for epoch in range(first_epoch, config.train.epochs + 1):
-            if optimizer.should_stop:
-                break
-            history.epoch = epoch
-            metrics.append(_epoch(run, config, the_split, epoch, optimizer, client, sandbox,
-                                  grader, history, console))
-            history.record("metrics", metrics[-1])
-            run.write_json("checkpoint.json", {"epoch": epoch, "metrics": metrics,
-                                               "optimizer": optimizer.state_dict()})
-            run.write_json("metrics.json", metrics)
-            _plot(run, metrics)
+        try:
+            for epoch in range(first_epoch, config.train.epochs + 1):
+                if optimizer.should_stop:
+                    break
+                history.epoch = epoch
+                metrics.append(_epoch(run, config, the_split, epoch, optimizer, client, sandbox,
+                                      backend, history, console))
+                history.record("metrics", metrics[-1])
+                run.write_json("checkpoint.json", {"epoch": epoch, "metrics": metrics,
+                                                   "optimizer": optimizer.state_dict()})
+                run.write_json("metrics.json", metrics)
+                _plot(run, metrics)
+        except (OptimizerError, SandboxError, OSError) as exc:
+            with contextlib.suppress(Exception):  # the disk may be full: the error says so
+                history.record("run", {"event": "stopped", "why": str(exc)[:2000]})
+            raise
         best = optimizer.best_library()
         best.save(run / "library.json")
     summary = TrainSummary(run_dir, len(metrics), optimizer.best_score, optimizer.should_stop,
@@ -220,6 +199,12 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
                   f"{markup_safe(', '.join(summary.functions) or 'empty')} -> "
                   f"{markup_safe(run / 'library.json')}")
     return summary
+
+
+def _placed(config: RunConfig, choice: tuple[str, str]) -> RunConfig:
+    backend, address = choice
+    return replace(config, train=replace(config.train, backend=backend,
+                                         address=address))
 
 
 def _prepare(run: RunDirectory, config: RunConfig, resume: bool,
@@ -249,7 +234,7 @@ def _prepare(run: RunDirectory, config: RunConfig, resume: bool,
 
 
 def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
-           optimizer: AgentOptimizer, client: LLMClient, sandbox: Sandbox, grader: Grader,
+           optimizer: AgentOptimizer, client: LLMClient, sandbox: Sandbox, backend: Backend,
            history: HistoryStore, console: Console) -> dict[str, Any]:
     """One epoch: train conversations (recorded), validation conversations (scored), a step."""
     done = [r for r in run.journal() if r.get("epoch") == epoch]
@@ -271,11 +256,8 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
                                      total=len(problems), completed=len(finished),
                                      stats=_stats(results[phase]))
 
-            def work(problem: Problem) -> ConversationResult:
-                return solve(problem, client=client, sandbox=sandbox, functions=functions,
-                             grader=grader, settings=config.episode)
-
-            for _, result in parallel(todo, work, config.train.concurrency):
+            episodes = [Episode(p, tuple(functions), phase) for p in todo]
+            for _, result in backend.solve_all(episodes, config.episode):
                 run.append_journal({"epoch": epoch, "phase": phase,
                                     "library_version": optimizer.library.version,
                                     "result": result.to_dict()})
@@ -313,7 +295,7 @@ def _record_conversation(history: HistoryStore, phase: str, result: Conversation
         "turns": result.turns, "tool_calls": result.tool_calls,
         "code_blocks": result.code_blocks, "functions": result.functions,
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        "seconds": result.seconds})
+        "seconds": result.seconds, "faults": result.faults})
 
 
 def _episode_functions(optimizer: AgentOptimizer, sandbox: Sandbox, run: RunDirectory,

@@ -6,6 +6,7 @@ journals): a crash leaves the previous version or the new one, never half of eit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -37,8 +38,25 @@ def write_json_atomic(path: str | Path, data: Any, *, sync: bool = True, indent:
 
 
 def append_line(path: str | Path, line: str) -> None:
-    """Append one line and fsync: once this returns, the line survives a crash."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line.rstrip("\n") + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one line and fsync: once this returns, the line survives a crash.
+
+    A write that fails (a full disk) is cut back off, and a line left unfinished by an earlier
+    crash is ended first, so one bad write never runs into the next line.
+    """
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)

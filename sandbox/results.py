@@ -22,10 +22,19 @@ class ErrorInfo:
     type: str  # the exception's class name (kind EXCEPTION), else a name for the condition
     message: str
     traceback: str = ""
+    container_end: str = ""
+    """How the call's container ended when the call was lost with it, as the host saw it:
+    "engine" (killed by the engine or lost with it: not the code's doing), "oom" or "runner"
+    (the runner exited or broke the protocol); "" when the container outlived the call."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind.value, "type": self.type, "message": self.message,
-                "traceback": self.traceback}
+                "traceback": self.traceback, "container_end": self.container_end}
+
+    @property
+    def lost_to_engine(self) -> bool:
+        """The call was lost with its container through no fault of its own: run it again."""
+        return self.container_end == "engine"
 
 
 @dataclass(frozen=True)

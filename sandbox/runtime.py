@@ -10,6 +10,7 @@ result saying so, never an exception. Timeouts are enforced by the runner and ag
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import itertools
 import json
@@ -27,7 +28,14 @@ import docker
 from docker.models.containers import Container
 
 from . import container as _container
-from .errors import InvalidArguments, InvalidSpec, SandboxBroken, SandboxError, SelftestFailed
+from .errors import (
+    EngineUnavailable,
+    InvalidArguments,
+    InvalidSpec,
+    SandboxBroken,
+    SandboxError,
+    SelftestFailed,
+)
 from .image import find_image
 from .limits import DEFAULT_LIMITS, SANDBOX_UID, Limits
 from .paths import cache_dir
@@ -45,6 +53,10 @@ _REPLACE_AFTER = {ErrorKind.MEMORY_LIMIT, ErrorKind.RESOURCE_LIMIT}
 """Kinds after which the container is replaced: the OOM killer may have hit the runner's own
 processes, and a full pids table means processes escaped the clean-up."""
 _START_TIMEOUT_S = 90.0
+ENGINE_WAIT_S = 300.0
+"""How long the pool waits for an engine that stopped answering (restarting, overloaded) before
+calls fail with EngineUnavailable; replacements are retried with backoff meanwhile."""
+_BACKOFF_S = (0.5, 10.0)  # first and longest pause between attempts to start a container
 _MAX_TIMEOUT_S = 600.0
 _MAX_AUDIT = 100
 _RETRIES_FOR_RETIRED = 3
@@ -104,6 +116,15 @@ class _Worker:
             stream.close()
         _container.remove(self.container)
 
+    def close_quietly(self) -> bool:
+        """Kill the container; False if the engine could not be asked (it is down)."""
+        try:
+            self.kill()
+        except Exception as exc:
+            log.warning("could not remove container %s: %s", self.container.short_id, exc)
+            return False
+        return True
+
 
 class Sandbox:
     """A pool of warm hardened containers. Use as a context manager; thread-safe.
@@ -112,13 +133,21 @@ class Sandbox:
     engine, runtime and option set (the verdict is cached on disk, so it runs once).
     `runtime="runsc"` runs every container under gVisor (registered with the engine by
     images/setup-gvisor.sh); the default is the engine's own (runc).
+
+    When the engine stops answering (a restart, an overload), lost containers are replaced with
+    backoff for up to `engine_wait_s`; calls wait meanwhile, and once the engine is back the
+    self-test runs again (not from its cache) before any call is served. Past the limit, calls
+    raise EngineUnavailable.
     """
 
     def __init__(self, pool_size: int = 2, limits: Limits = DEFAULT_LIMITS,
-                 runtime: str | None = None, verdicts: VerdictCache | None = None) -> None:
+                 runtime: str | None = None, verdicts: VerdictCache | None = None,
+                 engine_wait_s: float = ENGINE_WAIT_S) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self.pool_size = pool_size
+        self.engine_wait_s = engine_wait_s
+        self.recoveries = 0  # engine outages the pool came back from (self-test re-run each time)
         self.limits = limits
         self.runtime = runtime
         self.verdicts = verdicts if verdicts is not None else VerdictCache()
@@ -128,6 +157,13 @@ class Sandbox:
         self._lock = threading.Lock()
         self._closed = True
         self._start_error: BaseException | None = None
+        self._replacing = 0  # replacements under way
+        self._closing = threading.Event()  # wakes replacements waiting for the engine
+        self._outage = False  # the engine stopped answering; re-verify before the next call
+        self._verify_lock = threading.Lock()
+        self._verifier: int | None = None  # the thread re-running the self-test
+        self._refusal: SelftestFailed | None = None
+        self._orphans: list[Container] = []  # containers the engine could not remove when asked
         self._replacer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fnforge-replace")
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -165,15 +201,16 @@ class Sandbox:
             if self._closed:
                 return
             self._closed = True
+        self._closing.set()
         self._replacer.shutdown(wait=True)  # replacements under way see the flag, remove theirs
         with self._lock:
             workers = list(self._workers)
             self._workers.clear()
         for worker in workers:
-            try:
-                worker.kill()
-            except Exception as exc:  # keep removing the others
-                log.warning("could not remove container: %s", exc)
+            worker.close_quietly()  # keep removing the others
+        for orphan in self._orphans:
+            with contextlib.suppress(Exception):
+                _container.remove(orphan)
         while not self._idle.empty():
             self._idle.get_nowait()
         client = getattr(self, "_client", None)
@@ -191,39 +228,103 @@ class Sandbox:
         return worker
 
     def _replace(self, worker: _Worker) -> None:
+        """Remove a container and start its successor, waiting out an engine outage."""
         with self._lock:
             self._workers.discard(worker)
-            closed = self._closed
-        worker.kill()
-        if closed:
-            return
+            self._replacing += 1
         try:
-            self._idle.put(self._new_worker())
-            self._start_error = None
-        except BaseException as exc:
-            if not self._closed:
-                log.error("could not replace a sandbox container: %s", exc)
-                self._start_error = exc
+            if not worker.close_quietly():
+                self._orphans.append(worker.container)  # removed once the engine is back
+            pause, deadline = _BACKOFF_S[0], time.monotonic() + self.engine_wait_s
+            while not self._closed:
+                try:
+                    self._idle.put(self._new_worker())
+                    self._start_error = None
+                    return
+                except Exception as exc:
+                    if self._closed:
+                        return
+                    if not self._engine_answers():
+                        self._outage = True
+                    if time.monotonic() + pause > deadline:
+                        log.error("could not replace a sandbox container: %s", exc)
+                        self._start_error = (EngineUnavailable(
+                            f"the Docker engine has not answered for {self.engine_wait_s:g} s "
+                            f"({type(exc).__name__}: {str(exc)[:300]}); start it, then try "
+                            "again") if self._outage else exc)
+                        return
+                    log.warning("could not start a sandbox container (%s); retrying in %.1fs",
+                                exc, pause)
+                    self._closing.wait(pause)
+                    pause = min(pause * 2, _BACKOFF_S[1])
+        finally:
+            with self._lock:
+                self._replacing -= 1
+
+    def _engine_answers(self) -> bool:
+        try:
+            self._client.ping()
+        except Exception:
+            return False
+        return True
 
     def _acquire(self) -> _Worker:
-        """An idle worker whose runner is alive: one found dead is replaced, never handed out."""
-        deadline = time.monotonic() + _START_TIMEOUT_S * 2
+        """An idle worker whose runner is alive: one found dead is replaced, never handed out.
+        After an engine outage the self-test runs again before anything else is served."""
+        deadline = time.monotonic() + _START_TIMEOUT_S * 2 + self.engine_wait_s
         while True:
             if self._closed:
                 raise SandboxError("the sandbox is closed: use it inside `with Sandbox() as sb:`")
+            if self._refusal is not None:
+                raise self._refusal
             try:
                 worker = self._idle.get(timeout=0.5)
             except queue.Empty:
-                if self._start_error is not None and not self._workers:
+                error = self._start_error
+                if error is not None and not self._workers and not self._replacing:
+                    if isinstance(error, SandboxError):
+                        raise error from None
                     raise SandboxBroken(f"no sandbox container could be started: "
-                                        f"{self._start_error}") from None
+                                        f"{error}") from None
                 if time.monotonic() > deadline:
                     raise SandboxBroken("no sandbox container became free in time") from None
                 continue
-            if not worker.broken():
-                return worker
-            log.warning("a sandbox container's runner died while idle; replacing it")
-            self._release(worker, healthy=False)
+            if worker.broken():
+                log.warning("a sandbox container's runner died while idle; replacing it")
+                self._release(worker, healthy=False)
+                continue
+            if self._verifier != threading.get_ident() and (
+                    self._outage or self._verifier is not None):
+                self._idle.put(worker)
+                self._verify_after_outage()
+                continue
+            return worker
+
+    def _verify_after_outage(self) -> None:
+        """Run the whole self-test again (the engine may have come back changed); one thread
+        runs it, the others wait for its verdict. A failure refuses every later call."""
+        with self._verify_lock:
+            if not self._outage:
+                return
+            self._verifier = threading.get_ident()
+            self._outage = False
+            try:
+                self._remove_orphans()
+                report = self.selftest()
+                failed = [name for name, probe in report.items() if not probe["confined"]]
+                if failed:
+                    self._refusal = SelftestFailed(failed)
+                    raise self._refusal
+                self.recoveries += 1
+                log.warning("the Docker engine is back; the self-test passed again")
+            finally:
+                self._verifier = None
+
+    def _remove_orphans(self) -> None:
+        orphans, self._orphans = self._orphans, []
+        for orphan in orphans:
+            with contextlib.suppress(Exception):
+                _container.remove(orphan)
 
     def _release(self, worker: _Worker, healthy: bool) -> None:
         """Back to the pool at once: the runner cleans up while the next call goes elsewhere."""
@@ -245,7 +346,7 @@ class Sandbox:
             healthy = False
             wait = timeout + self.limits.host_grace_s
             started = time.monotonic()
-            oom, cause = False, ""
+            end, cause = "", ""
             try:
                 answer = _checked(worker.request(message, wait), message["op"], self.limits)
                 kind = answer["error"].kind if answer["error"] else None
@@ -258,14 +359,19 @@ class Sandbox:
                 failure: SandboxBroken = exc
             except SandboxBroken as exc:  # the container is killed and replaced
                 failure = exc
-                oom, cause = _container_end(worker)
+                end, cause = _container_end(worker)
+                if end == "engine" and not self._engine_answers():
+                    self._outage = True
             finally:
                 self._release(worker, healthy)
-            kind = (ErrorKind.MEMORY_LIMIT if oom else
+            kind = (ErrorKind.MEMORY_LIMIT if end == "oom" else
+                    ErrorKind.CRASHED if end == "engine" else  # the engine's doing, not a timeout
                     ErrorKind.TIMEOUT if isinstance(failure, _NoAnswer) else ErrorKind.CRASHED)
-            return {**_EMPTY, "timed_out": kind is ErrorKind.TIMEOUT, "oom_killed": oom,
+            return {**_EMPTY, "timed_out": kind is ErrorKind.TIMEOUT,
+                    "oom_killed": end == "oom",
                     "error": ErrorInfo(kind, _CONDITION[kind],
-                                       f"container lost ({cause or 'replaced'}): {failure}"),
+                                       f"container lost ({cause or 'replaced'}): {failure}",
+                                       container_end=end),
                     "exit_code": -9, "duration_ms": (time.monotonic() - started) * 1000}
         raise AssertionError("unreachable")
 
@@ -472,18 +578,21 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
     return ErrorInfo(_KINDS[raw["kind"]], *fields)
 
 
-def _container_end(worker: _Worker) -> tuple[bool, str]:
-    """(killed by the memory limit, how the container ended) as the engine tells it."""
+def _container_end(worker: _Worker) -> tuple[str, str]:
+    """(ErrorInfo.container_end, how the container ended in words) as the engine tells it."""
     try:
         worker.container.reload()
         state = worker.container.attrs["State"]
     except Exception:
-        return False, "the engine no longer knows the container"
+        return "engine", "the engine no longer knows the container, or does not answer"
     if state.get("OOMKilled"):
-        return True, "the OOM killer ended it"
+        return "oom", "the OOM killer ended it"
     if state.get("Running"):
-        return False, "the runner stopped answering"
+        return "runner", "the runner stopped answering"
     code = state.get("ExitCode")
     if code == 137:
-        return False, "killed (SIGKILL) from outside, e.g. by the engine"
-    return False, f"the runner exited with status {code}"
+        return "engine", "killed (SIGKILL) from outside, e.g. by the engine"
+    if code == 0:  # the runner exits 0 only on the engine's SIGTERM or when its stream closes;
+        # nothing inside can signal it (seccomp refuses kill to every call process)
+        return "engine", "stopped by the engine"
+    return "runner", f"the runner exited with status {code}"

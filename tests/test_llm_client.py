@@ -102,6 +102,16 @@ def test_retries_run_out(scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPa
     assert len(scripted_llm.requests) == 4
 
 
+@pytest.mark.parametrize("fault", [Reply(no_choices=True), Reply(hang_up=True),
+                                   Reply(truncate=True)],
+                         ids=["no choices", "connection reset", "truncated body"])
+def test_broken_answers_are_retried(scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch,
+                                    fault: Reply) -> None:
+    scripted_llm.push(fault, text("fine"))
+    result = client_for(scripted_llm, monkeypatch).chat("optimizer", MSGS)
+    assert result.text == "fine" and result.attempts == 2
+
+
 def test_malformed_response_is_retried(scripted_llm: ScriptedLLM,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     scripted_llm.push(Reply(raw_body=b'{"choices": [ {not json'), text("ok"))

@@ -189,6 +189,17 @@ class LLMClient:
             max_retries=0)
         return self._client
 
+    def worker_settings(self) -> tuple[LLMConfig, str | None, str | None]:
+        """(config, base URL, key) for a client of the same endpoint in another process (the
+        Ray backend's tasks). The embedded model's server is resolved here, so every worker
+        talks to the one the driver started; the key is for the worker's environment only."""
+        base_url = self._base_url_override or self.config.base_url
+        if self.config.provider == "local" and base_url is None:
+            from .local import ensure_server
+
+            base_url = ensure_server(self.config.local).base_url
+        return self.config, base_url, self._given_key or self.config.api_key()
+
     def redact(self, text: str) -> str:
         """Remove the key (and anything key-shaped) from text bound for a log or an error."""
         for secret in self._secrets:
@@ -314,7 +325,9 @@ class LLMClient:
             try:
                 response = client.chat.completions.create(**request)
                 data: dict[str, Any] = response.model_dump(mode="json", exclude_none=True)
-                return data, attempt
+                if data.get("choices"):
+                    return data, attempt
+                last = "an answer with no choices"  # overloaded proxies do this; try again
             except openai.APIStatusError as exc:
                 code = _error_code(exc)
                 if (exc.status_code == 429 and code != "insufficient_quota") or (

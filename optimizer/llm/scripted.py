@@ -9,6 +9,8 @@ user can test an agent offline with it the same way.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -37,6 +39,9 @@ class Reply:
     prompt_tokens: int = 10
     completion_tokens: int = 5
     finish_reason: str | None = None
+    hang_up: bool = False              # close the connection without answering (a reset)
+    truncate: bool = False             # announce the whole body, send half of it, hang up
+    no_choices: bool = False           # a 200 whose choice list is empty
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -91,6 +96,7 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._script: deque[Reply] = deque()
+        self._cues: dict[int, Reply] = {}
         self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -119,6 +125,12 @@ class ScriptedLLM:
         with self._lock:
             self._script.extend(replies)
 
+    def cue(self, request_number: int, reply: Reply) -> None:
+        """The `request_number`-th chat request (from 1, retries included) gets `reply`
+        instead of its answer: faults on cue, in the middle of a run."""
+        with self._lock:
+            self._cues[request_number] = reply
+
     @property
     def remaining(self) -> int:
         return len(self._script)
@@ -127,6 +139,9 @@ class ScriptedLLM:
         with self._lock:
             self.requests.append(body)
             self.headers.append(headers)
+            cued = self._cues.pop(len(self.requests), None)
+            if cued is not None:
+                return cued
             if self.responder is not None:
                 answer = self.responder(body)
                 if answer is not None:
@@ -172,9 +187,12 @@ class ScriptedLLM:
                     return
                 body = json.loads(raw)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                reply = server._next(body, {**headers, ":path": self.path})
+                peer = f"{self.client_address[0]}:{self.client_address[1]}"
+                reply = server._next(body, {**headers, ":path": self.path, ":peer": peer})
                 time.sleep(server.latency + reply.delay)
-                if reply.raw_body is not None:
+                if reply.hang_up or reply.truncate:
+                    self._hang_up(reply, body)
+                elif reply.raw_body is not None:
                     self._send(reply.status, reply.raw_body, reply.headers)
                 elif reply.status != 200:
                     err = {"error": {"message": reply.error, "type": "scripted",
@@ -183,7 +201,24 @@ class ScriptedLLM:
                 elif body.get("stream"):
                     self._stream(body, reply)
                 else:
-                    self._send(200, json.dumps(completion(body, reply)).encode(), reply.headers)
+                    answer = completion(body, reply)
+                    if reply.no_choices:
+                        answer["choices"] = []
+                    self._send(200, json.dumps(answer).encode(), reply.headers)
+
+            def _hang_up(self, reply: Reply, body: dict[str, Any]) -> None:
+                if reply.truncate:
+                    whole = json.dumps(completion(body, reply)).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(whole)))
+                    self.end_headers()
+                    self.wfile.write(whole[:len(whole) // 2])
+                    self.wfile.flush()
+                # SO_LINGER 0: closing sends a reset, as a crashed proxy would
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.close_connection = True
 
             def _stream(self, body: dict[str, Any], reply: Reply) -> None:
                 self.send_response(200)
