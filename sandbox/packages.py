@@ -8,6 +8,7 @@ Format, one package a line: `debian-package=version  module[,module]` ("-": adds
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,13 +41,20 @@ class ImagePackages:
         return frozenset(mods - NEVER_ALLOWED_THIRD_PARTY)
 
     def accepts(self, name: str) -> bool:
-        """A spec may name a package as `python3-sympy`, `sympy` or the module `sympy`."""
+        """A spec may name a package as `python3-sympy`, `sympy` or the module `sympy`; a
+        standard-library module (`math`, `fractions`) ships with the interpreter. Naming a
+        module here permits nothing: the static gate still decides what may be imported."""
+        if name.strip() in _STDLIB:
+            return True
         key = name.strip().lower().replace("_", "-")
         key = re.split(r"[<>=!~\[ ]", key, maxsplit=1)[0]
         names = {p.name.lower() for p in self.packages}
         names |= {n.removeprefix("python3-") for n in names}
         names |= {m.lower() for m in self.modules}
         return key in names or key.replace("-", "_") in names
+
+
+_STDLIB = frozenset(n for n in sys.stdlib_module_names if not n.startswith("_"))
 
 
 def parse_packages(text: str, where: str = "packages.txt") -> ImagePackages:

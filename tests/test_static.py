@@ -150,6 +150,8 @@ def test_shape_refuses_bad_parameter_schemas(params: dict[str, Any]) -> None:
 def test_shape_packages_must_be_in_the_image() -> None:
     ok = spec_of("def f(n):\n    return n\n", packages=["sympy", "python3-numpy", "mpmath"])
     assert check_shape(ok) == []
+    stdlib = spec_of("def f(n):\n    return n\n", packages=["math", "fractions", "itertools"])
+    assert check_shape(stdlib) == []  # they come with the interpreter
     bad = spec_of("def f(n):\n    return n\n", packages=["requests"])
     assert [f.rule for f in check_shape(bad)] == ["shape.packages"]
 

@@ -57,8 +57,8 @@ def check_shape(spec: FunctionSpec) -> list[Finding]:
         if not pkgs.accepts(pkg):
             out.append(Finding("shape.packages", 0, 0,
                                f"package {pkg!r} is not in the sandbox image (available: "
-                               f"{', '.join(sorted(pkgs.modules))}); nothing is installed at "
-                               "run time"))
+                               f"{', '.join(sorted(pkgs.modules))} and the standard library); "
+                               "nothing is installed at run time"))
     if len(spec.tests) > lim.max_tests:
         out.append(Finding("shape.tests", 0, 0, f"more than {lim.max_tests} tests"))
     if not any(f.rule == "shape.parameters" for f in out):
