@@ -158,8 +158,8 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
                                 max_tokens=settings.max_tokens,
                                 temperature=settings.temperature)
         except (ContextTooLong, LLMRequestError) as exc:
-            if isinstance(exc, LLMRequestError) and exc.status in (None, 429):
-                raise  # quota or no answer at all: the endpoint's problem, not this episode's
+            if isinstance(exc, LLMRequestError) and exc.status in (None, 402, 404, 429):
+                raise  # quota, billing, a wrong URL: the endpoint's, not this episode's
             result.outcome, result.reason = "llm_error", str(exc)[:500]
             break
         result.turns = turn

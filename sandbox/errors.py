@@ -61,6 +61,9 @@ class SelftestFailed(SandboxError):
             "sandbox self-test failed, refusing to run code; not confined: " + ", ".join(failed)
         )
 
+    def __reduce__(self) -> tuple[type[SelftestFailed], tuple[list[str]]]:
+        return SelftestFailed, (self.failed,)  # pickled whole (a Ray node's verdict)
+
 
 class InvalidSpec(SandboxError):
     """A FunctionSpec is malformed, too large, or holds data the host refuses to interpret."""

@@ -60,6 +60,7 @@ _BACKOFF_S = (0.5, 10.0)  # first and longest pause between attempts to start a 
 _MAX_TIMEOUT_S = 600.0
 _MAX_AUDIT = 100
 _RETRIES_FOR_RETIRED = 3
+_VERIFY_ATTEMPTS = 3  # self-test runs after an outage before calls fail EngineUnavailable
 
 
 class _NoAnswer(SandboxBroken):
@@ -234,7 +235,8 @@ class Sandbox:
             self._replacing += 1
         try:
             if not worker.close_quietly():
-                self._orphans.append(worker.container)  # removed once the engine is back
+                with self._lock:
+                    self._orphans.append(worker.container)  # removed once the engine is back
             pause, deadline = _BACKOFF_S[0], time.monotonic() + self.engine_wait_s
             while not self._closed:
                 try:
@@ -290,7 +292,11 @@ class Sandbox:
                     raise SandboxBroken("no sandbox container became free in time") from None
                 continue
             if worker.broken():
-                log.warning("a sandbox container's runner died while idle; replacing it")
+                end, cause = _container_end(worker)
+                log.warning("a sandbox container's runner died while idle (%s); replacing it",
+                            cause)
+                if _engine_suspect(end, cause):
+                    self._outage = True  # a restart while nothing ran: verify before serving
                 self._release(worker, healthy=False)
                 continue
             if self._verifier != threading.get_ident() and (
@@ -302,15 +308,14 @@ class Sandbox:
 
     def _verify_after_outage(self) -> None:
         """Run the whole self-test again (the engine may have come back changed); one thread
-        runs it, the others wait for its verdict. A failure refuses every later call."""
+        runs it, the others wait for its verdict. Until a run completes without losing a
+        container, no call is served; a probe that gets out refuses every later call."""
         with self._verify_lock:
             if not self._outage:
                 return
             self._verifier = threading.get_ident()
-            self._outage = False
             try:
-                self._remove_orphans()
-                report = self.selftest()
+                report = self._selftest_after_outage()
                 failed = [name for name, probe in report.items() if not probe["confined"]]
                 if failed:
                     self._refusal = SelftestFailed(failed)
@@ -320,11 +325,33 @@ class Sandbox:
             finally:
                 self._verifier = None
 
+    def _selftest_after_outage(self) -> dict[str, dict[str, Any]]:
+        last: BaseException | None = None
+        for _ in range(_VERIFY_ATTEMPTS):
+            self._remove_orphans()
+            self._outage = False  # what the test itself loses to the engine sets it again
+            try:
+                report = self.selftest()
+            except Exception as exc:  # the engine, still unsteady: try again
+                last, report = exc, {}
+            if report and not self._outage:
+                return report
+            self._outage = True
+            self._closing.wait(_BACKOFF_S[0] * 4)
+        raise EngineUnavailable(f"the Docker engine came back but the self-test could not "
+                                f"complete ({type(last).__name__ if last else 'containers lost'}"
+                                f": {str(last)[:300] if last else 'during the probes'}); no "
+                                "call is served until it does")
+
     def _remove_orphans(self) -> None:
-        orphans, self._orphans = self._orphans, []
+        with self._lock:
+            orphans, self._orphans = self._orphans, []
         for orphan in orphans:
-            with contextlib.suppress(Exception):
+            try:
                 _container.remove(orphan)
+            except Exception:
+                with self._lock:
+                    self._orphans.append(orphan)  # the engine still refuses: try later
 
     def _release(self, worker: _Worker, healthy: bool) -> None:
         """Back to the pool at once: the runner cleans up while the next call goes elsewhere."""
@@ -360,7 +387,8 @@ class Sandbox:
             except SandboxBroken as exc:  # the container is killed and replaced
                 failure = exc
                 end, cause = _container_end(worker)
-                if end == "engine" and not self._engine_answers():
+                if _engine_suspect(end, cause) or (end == "engine"
+                                                   and not self._engine_answers()):
                     self._outage = True
             finally:
                 self._release(worker, healthy)
@@ -405,6 +433,9 @@ class Sandbox:
         for heavy in (False, True):  # processes of the light zygote and of the heavy one
             kind = "heavy call process" if heavy else "light call process"
             answer = self._request({"op": "probe", "heavy": heavy, "timeout": 30.0}, 30.0)
+            if answer["error"] is not None and answer["error"].lost_to_engine:
+                raise SandboxBroken(f"the self-test's {kind} was lost with its container: "
+                                    f"{answer['error'].message}")
             probes = answer["value"]
             if not answer["ok"] or not isinstance(probes, dict):
                 err = answer["error"]
@@ -428,6 +459,8 @@ class Sandbox:
         try:
             worker.container.reload()
             attrs = worker.container.attrs
+        except Exception as exc:
+            raise SandboxBroken(f"the engine did not describe a container ({exc})") from None
         finally:
             self._release(worker, True)
         host, config = attrs["HostConfig"], attrs["Config"]
@@ -578,6 +611,14 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
     return ErrorInfo(_KINDS[raw["kind"]], *fields)
 
 
+_KILLED_FROM_OUTSIDE = "killed (SIGKILL) from outside, e.g. by the engine"
+
+
+def _engine_suspect(end: str, cause: str) -> bool:
+    """An end that may mean the engine restarted (not only that someone killed a container)."""
+    return end == "engine" and cause != _KILLED_FROM_OUTSIDE
+
+
 def _container_end(worker: _Worker) -> tuple[str, str]:
     """(ErrorInfo.container_end, how the container ended in words) as the engine tells it."""
     try:
@@ -591,7 +632,7 @@ def _container_end(worker: _Worker) -> tuple[str, str]:
         return "runner", "the runner stopped answering"
     code = state.get("ExitCode")
     if code == 137:
-        return "engine", "killed (SIGKILL) from outside, e.g. by the engine"
+        return "engine", _KILLED_FROM_OUTSIDE
     if code == 0:  # the runner exits 0 only on the engine's SIGTERM or when its stream closes;
         # nothing inside can signal it (seccomp refuses kill to every call process)
         return "engine", "stopped by the engine"

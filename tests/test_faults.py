@@ -194,6 +194,9 @@ def test_the_engine_restarting_is_waited_out_and_the_selftest_runs_again(
         assert sb.recoveries == 1
         print(f"engine restart: call lost after {lost_after:.1f}s, served again after "
               f"{back_after:.1f}s (restart, new containers, self-test)")
+        spare_engine.restart_after(0.5).join()  # while the pool is idle: found out, verified
+        assert sb.call(ECHO, {"secret": "abcd"}).value == 4
+        assert sb.recoveries == 2
 
 
 def test_an_engine_away_past_the_limit_fails_calls_with_what_to_do(

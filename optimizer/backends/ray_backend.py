@@ -16,8 +16,11 @@ nothing is counted twice); an error the conversation itself raised (an endpoint 
 stayed away) stops the batch, as it does locally. An actor whose process dies is restarted by
 Ray on its node (its new pool removes the old containers first).
 
-The API key never enters a task's arguments or a container: actors read it from their process
-environment, which the driver sets through the actor's runtime_env (README, "Scaling out").
+The API key never leaves the machines it was put on: each node's actor reads it from its own
+environment (export it before `ray start`; a Ray started by the driver inherits the driver's), so
+it is in no task argument, no runtime environment (Ray logs those), no log and no container.
+A node must also run the driver's sandbox: the same image sources and the same policy, or it
+takes no work (what was vetted is what runs).
 """
 
 from __future__ import annotations
@@ -35,9 +38,17 @@ import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sandbox import FunctionSpec, ImageMissing, Sandbox, SandboxBroken
+from sandbox import (
+    FunctionSpec,
+    ImageMissing,
+    InvalidArguments,
+    Sandbox,
+    SandboxBroken,
+    SandboxError,
+)
 
 from ..conversation import ConversationResult, EpisodeSettings, solve
+from ..errors import ConfigError
 from ..llm import LLMClient
 from ..llm.config import LLMConfig
 from ..math import Grader, Problem
@@ -78,7 +89,7 @@ class NodeSandbox:
 
     def ready(self) -> dict[str, Any]:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "image": self.sandbox.image_id}
+                "sandbox": _sandbox_identity()}
 
     def solve(self, problem: Problem, functions: tuple[FunctionSpec, ...],
               settings: EpisodeSettings, llm: LLMConfig,
@@ -95,15 +106,30 @@ class NodeSandbox:
         self.sandbox.close()
 
 
+def _sandbox_identity() -> dict[str, str]:
+    """What must match between the driver and a node: the image's content tag and the policy."""
+    from sandbox.image import image_tag
+    from sandbox.policy import policy_hash
+
+    return {"image": image_tag(), "policy": policy_hash()}
+
+
 def _unwrapped(ref: Any) -> Any:
     """ray.get, raising what the conversation raised (EndpointUnavailable, EngineUnavailable)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause
+        if isinstance(cause, SandboxError) and not isinstance(cause, InvalidArguments):
+            raise _NodeFault(f"{type(cause).__name__}: {cause}") from None
         if isinstance(cause, BaseException) and not isinstance(cause, _LOST):
             raise cause from None
         raise
+
+
+class _NodeFault(Exception):
+    """A node's sandbox failed (its engine stayed away, its self-test failed): that node's
+    fault, not the conversation's; the node is dropped and the task goes elsewhere."""
 
 
 def _nodes() -> list[dict[str, Any]]:
@@ -118,13 +144,18 @@ class RayBackend:
                  sandbox: SandboxConfig | None = None) -> None:
         self.concurrency = max(1, concurrency)
         self.sandbox_config = sandbox or SandboxConfig()
-        self.llm, self.base_url, key = client.worker_settings()
+        self.llm, self.base_url = client.worker_settings()
         if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
-                     namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        env = {self.llm.api_key_env: key} if key else {}
-        self._runtime_env = {"env_vars": env} if env else None
+            where = address or os.environ.get("RAY_ADDRESS") or None
+            try:
+                ray.init(address=where, namespace=NAMESPACE, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                place = where or "a new local instance"
+                raise ConfigError(f"cannot join the Ray cluster at {place}: {exc}; check "
+                                  "--address (or RAY_ADDRESS) and that `ray start` runs "
+                                  "there") from None
+        self.identity = _sandbox_identity()
         self.actors: dict[str, Any] = {}  # node id -> its NodeSandbox, for healthy nodes
         self.refused: dict[str, str] = {}  # node id -> why it takes no work
         self.finished: Counter[str] = Counter()  # node id -> conversations it finished
@@ -140,18 +171,21 @@ class RayBackend:
             actor = NodeSandbox.options(  # type: ignore[attr-defined]
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
                 max_concurrency=self.concurrency + 4,  # its conversations, and ready/close
-                runtime_env=self._runtime_env,
             ).remote(self.sandbox_config)
             pending[node] = (actor, actor.ready.remote())
         for node, (actor, ready) in pending.items():
             try:
-                ray.get(ready, timeout=_ACTOR_START_S)
+                identity = ray.get(ready, timeout=_ACTOR_START_S)["sandbox"]
+                if identity != self.identity:
+                    raise SandboxError(f"its sandbox is not the driver's ({identity} here, "
+                                       f"{self.identity} on the driver): update its checkout")
                 self.actors[node] = actor
             except Exception as exc:  # the engine, the image or the self-test: fail closed
                 why = str(getattr(exc, "cause", None) or exc).strip().splitlines()
                 self.refused[node] = why[-1][:500] if why else type(exc).__name__
                 log.error("Ray node %s takes no work: %s", node[:12], self.refused[node])
-                ray.kill(actor)
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
         if not self.actors:
             reasons = "; ".join(f"{n[:12]}: {w}" for n, w in self.refused.items())
             raise SandboxBroken(f"no Ray node passed its sandbox checks "
@@ -159,10 +193,13 @@ class RayBackend:
                                 "`python -m sandbox selftest` on each node")
 
     def _drop(self, node: str, why: str) -> None:
-        if self.actors.pop(node, None) is not None:
+        actor = self.actors.pop(node, None)
+        if actor is not None:
             self.refused[node] = why
             log.warning("Ray node %s dropped: %s", node[:12], why)
             self._next_node = itertools.cycle(list(self.actors))
+            with contextlib.suppress(Exception):
+                ray.kill(actor)  # its pool goes with it (or with the next start's clean-up)
         if not self.actors:
             raise SandboxBroken(f"every Ray node was lost (last: {why}); the run can resume "
                                 "once the cluster is back")
@@ -190,11 +227,12 @@ class RayBackend:
                 episode, node, attempt = in_flight.pop(done[0])
                 try:
                     result: ConversationResult = _unwrapped(done[0])
-                except _LOST as exc:
+                except (*_LOST, _NodeFault) as exc:
                     why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
                     log.warning("conversation %s lost on node %s (%s); submitting it again",
                                 episode.problem.id, node[:12], why)
-                    if not self._node_alive(node) or not self._actor_alive(node):
+                    if isinstance(exc, _NodeFault) or not self._node_alive(node) or \
+                            not self._actor_alive(node):
                         self._drop(node, why)
                     if attempt >= TASK_ATTEMPTS:
                         raise SandboxBroken(f"conversation {episode.problem.id} was lost "

@@ -189,16 +189,16 @@ class LLMClient:
             max_retries=0)
         return self._client
 
-    def worker_settings(self) -> tuple[LLMConfig, str | None, str | None]:
-        """(config, base URL, key) for a client of the same endpoint in another process (the
-        Ray backend's tasks). The embedded model's server is resolved here, so every worker
-        talks to the one the driver started; the key is for the worker's environment only."""
+    def worker_settings(self) -> tuple[LLMConfig, str | None]:
+        """(config, base URL) for a client of the same endpoint in another process (the Ray
+        backend's nodes, which read the key from their own environment). The embedded
+        model's server is resolved here, so every node talks to the one the driver started."""
         base_url = self._base_url_override or self.config.base_url
         if self.config.provider == "local" and base_url is None:
             from .local import ensure_server
 
             base_url = ensure_server(self.config.local).base_url
-        return self.config, base_url, self._given_key or self.config.api_key()
+        return self.config, base_url
 
     def redact(self, text: str) -> str:
         """Remove the key (and anything key-shaped) from text bound for a log or an error."""

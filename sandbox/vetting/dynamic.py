@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from ..errors import InvalidArguments
+from ..errors import InvalidArguments, SandboxBroken
 from ..results import AuditEvent, CallResult, ErrorKind
 from ..spec import FunctionSpec, FunctionTest
 from .report import Finding, Severity, StageResult
@@ -37,6 +37,7 @@ __all__ = ["CallsFunctions", "container_stages", "error_matches", "json_equal", 
 
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
+_LOST_CALL_RETRIES = 2
 SMOKE_TIMEOUT_S = 2.0
 """Per smoke case: an edge input that needs longer is a warning, so vetting never crawls."""
 
@@ -174,6 +175,17 @@ def container_stages(sandbox: CallsFunctions, spec: FunctionSpec, timeout: float
     all_args = [t.args for t in spec.tests] + cases
     timeouts = [timeout] * len(spec.tests) + [smoke_timeout] * len(cases)
     results = _run_mixed(sandbox, spec, all_args, timeouts)
+    for attempt in range(_LOST_CALL_RETRIES + 1):  # a lost call says nothing of the function
+        lost = [i for i, r in enumerate(results) if isinstance(r, CallResult)
+                and r.error is not None and r.error.lost_to_engine]
+        if not lost:
+            break
+        if attempt == _LOST_CALL_RETRIES:  # no verdict, and so none cached
+            raise SandboxBroken(f"vetting {spec.name} was cut short: the engine kept losing "
+                                "its containers")
+        again = _run_mixed(sandbox, spec, [all_args[i] for i in lost], [timeouts[i] for i in lost])
+        for i, r in zip(lost, again, strict=True):
+            results[i] = r
     test_results, smoke_results = results[:len(spec.tests)], results[len(spec.tests):]
     events: list[AuditEvent] = []
     findings: list[Finding] = []
