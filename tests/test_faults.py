@@ -250,7 +250,9 @@ def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         config = load_run_config(write_config(tmp, server, epochs=2, concurrency=2))
         with Sandbox(pool_size=2) as sb:
+            t0 = time.monotonic()
             train(config, tmp / "run", client=client_for(server, monkeypatch), sandbox=sb)
+            print(f"undisturbed scripted run: {time.monotonic() - t0:.1f}s")
     finally:
         server.stop()
         monkeypatch.undo()
@@ -323,7 +325,9 @@ def test_training_through_an_engine_restart_equals_an_undisturbed_run(
     config = load_run_config(write_config(tmp_path, server, epochs=2, concurrency=2))
     try:
         with Sandbox(pool_size=2, engine_wait_s=120) as sb:
+            t0 = time.monotonic()
             train(config, tmp_path / "run", client=client_for(server, monkeypatch), sandbox=sb)
+            print(f"an engine restart mid-epoch: {time.monotonic() - t0:.1f}s")
             assert sb.recoveries == 1
     finally:
         server.stop()
