@@ -612,6 +612,16 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
 
 
 _KILLED_FROM_OUTSIDE = "killed (SIGKILL) from outside, e.g. by the engine"
+_OOM_FLAG_WAIT_S = 0.5
+
+
+def _container_state(worker: _Worker) -> dict[str, Any] | None:
+    try:
+        worker.container.reload()
+        state: dict[str, Any] = worker.container.attrs["State"]
+    except Exception:
+        return None
+    return state
 
 
 def _engine_suspect(end: str, cause: str) -> bool:
@@ -621,11 +631,12 @@ def _engine_suspect(end: str, cause: str) -> bool:
 
 def _container_end(worker: _Worker) -> tuple[str, str]:
     """(ErrorInfo.container_end, how the container ended in words) as the engine tells it."""
-    try:
-        worker.container.reload()
-        state = worker.container.attrs["State"]
-    except Exception:
+    state = _container_state(worker)
+    if state is None:
         return "engine", "the engine no longer knows the container, or does not answer"
+    if state.get("ExitCode") == 137 and not state.get("OOMKilled"):
+        time.sleep(_OOM_FLAG_WAIT_S)  # the engine may record the OOM kill after the exit
+        state = _container_state(worker) or state
     if state.get("OOMKilled"):
         return "oom", "the OOM killer ended it"
     if state.get("Running"):
