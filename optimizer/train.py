@@ -137,7 +137,7 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
     if backend_choice is not None and not resume:
         config = _placed(config, backend_choice)
     config, the_split = _prepare(run, config, resume, console)
-    if backend_choice is not None:
+    if backend_choice is not None and resume:  # a new run saved it in config.json already
         config = _placed(config, backend_choice)
     if client is None:
         llm, key = resolve_llm_config(config.llm or None)

@@ -234,9 +234,7 @@ class Sandbox:
             self._workers.discard(worker)
             self._replacing += 1
         try:
-            if not worker.close_quietly():
-                with self._lock:
-                    self._orphans.append(worker.container)  # removed once the engine is back
+            self._discard(worker)
             pause, deadline = _BACKOFF_S[0], time.monotonic() + self.engine_wait_s
             while not self._closed:
                 try:
@@ -363,7 +361,14 @@ class Sandbox:
         except RuntimeError:  # closing: no replacement, just removal
             with self._lock:
                 self._workers.discard(worker)
-            worker.kill()
+            self._discard(worker)
+
+    def _discard(self, worker: _Worker) -> None:
+        """Remove a worker's container; one the engine cannot be asked about now (it is down)
+        is kept as an orphan and removed once the engine is back (or at close)."""
+        if not worker.close_quietly():
+            with self._lock:
+                self._orphans.append(worker.container)
 
     def _request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         """The runner's checked answer, or a result saying why there is none. A request that a
