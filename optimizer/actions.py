@@ -23,6 +23,7 @@ from .llm import ChatResult, LLMClient
 
 __all__ = [
     "ACTION_NAMES",
+    "MAX_EXAMPLES",
     "Action",
     "ActionReply",
     "AddFunction",
@@ -30,6 +31,7 @@ __all__ = [
     "RemoveFunction",
     "ReviseFunction",
     "Terminate",
+    "WorkedExample",
     "action_name",
     "choose_mode",
     "function_schema",
@@ -48,11 +50,22 @@ Mode = Literal["tools", "json"]
 
 
 @dataclass(frozen=True)
+class WorkedExample:
+    """A call of a proposed function that should answer one recorded conversation's problem:
+    the optimizer checks it against that problem's known answer before applying (LATM's rule:
+    a tool is kept only once it reproduces real answers)."""
+
+    conversation: int  # the number the prompt showed (1-based)
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class FunctionAction:
     """An action that carries a whole function (its vetting comes before it is applied)."""
 
     function: FunctionSpec
     reason: str = ""
+    examples: tuple[WorkedExample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,15 @@ FUNCTION_PROPERTIES: dict[str, Any] = {
               "description": "calls with their expected value or exception type name"},
 }
 _FUNCTION_REQUIRED = ["name", "description", "parameters", "code"]
+MAX_EXAMPLES = 4
+_EXAMPLES: dict[str, Any] = {
+    "type": "array", "maxItems": MAX_EXAMPLES,
+    "description": "calls that answer recorded conversations' problems: the conversation's "
+                   "number and the arguments; the returned value must be that problem's answer",
+    "items": {"type": "object",
+              "properties": {"conversation": {"type": "integer", "minimum": 1},
+                             "args": {"type": "object"}},
+              "required": ["conversation", "args"]}}
 _REASON = {"type": "string", "maxLength": 240, "description": "why this action helps"}
 _IDENT = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
 
@@ -137,8 +159,8 @@ def function_schema() -> dict[str, Any]:
 def tool_definitions(allowed: Sequence[str] = ACTION_NAMES) -> list[dict[str, Any]]:
     """OpenAI ``tools`` for the allowed actions (function fields flattened into the arguments)."""
     func_args = {"type": "object",
-                 "properties": {**FUNCTION_PROPERTIES, "reason": _REASON},
-                 "required": [*_FUNCTION_REQUIRED, "reason"]}
+                 "properties": {**FUNCTION_PROPERTIES, "examples": _EXAMPLES, "reason": _REASON},
+                 "required": [*_FUNCTION_REQUIRED, "examples", "reason"]}
     specs: dict[str, tuple[str, dict[str, Any]]] = {
         "add_function": ("Add a new function to the agent's library.", func_args),
         "revise_function": ("Replace an existing function (same name) with a better one.",
@@ -164,8 +186,8 @@ def json_mode_schema(allowed: Sequence[str] = ACTION_NAMES) -> dict[str, Any]:
     a function and remove to carry a name; the action name comes first so the model commits early.
     """
     extras: dict[str, dict[str, Any]] = {
-        "add_function": {"function": function_schema()},
-        "revise_function": {"function": function_schema()},
+        "add_function": {"function": function_schema(), "examples": _EXAMPLES},
+        "revise_function": {"function": function_schema(), "examples": _EXAMPLES},
         "remove_function": {"name": _IDENT},
         "terminate": {},
     }
@@ -199,8 +221,9 @@ JSON_MODE_INSTRUCTIONS = (
     '(one of add_function, revise_function, remove_function, terminate) and "reason"; '
     'add_function and revise_function also carry "function": {"name", "description", '
     '"parameters" (JSON schema of type object), "code" (a Python def with that name), '
-    '"packages" (list), "tests" ([{"args": {...}, "expect": value}])}; remove_function '
-    'carries "name".'
+    '"packages" (list), "tests" ([{"args": {...}, "expect": value}])} and "examples" '
+    '([{"conversation": N, "args": {...}}]: calls that answer recorded problems); '
+    'remove_function carries "name".'
 )
 
 
@@ -224,9 +247,30 @@ def parse_action(name: str, args: Any) -> Action:
         return RemoveFunction(name=target, reason=reason)
     raw_fn = args.get("function")
     if raw_fn is None:  # tool-call form: the function's fields are the arguments themselves
-        raw_fn = {k: v for k, v in args.items() if k not in ("reason", "action")}
+        raw_fn = {k: v for k, v in args.items() if k not in ("reason", "action", "examples")}
     spec = _function(name, raw_fn)
-    return AddFunction(spec, reason) if name == "add_function" else ReviseFunction(spec, reason)
+    examples = _examples(name, args.get("examples", []))
+    kind = AddFunction if name == "add_function" else ReviseFunction
+    return kind(spec, reason, examples)
+
+
+def _examples(action: str, raw: Any) -> tuple[WorkedExample, ...]:
+    """Worked examples, bounded at parsing (the arguments are checked against the schema when
+    the function is called)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{action}: 'examples' must be a list of {{\"conversation\": N, "
+                         "\"args\": {...}}")
+    out = []
+    for i, item in enumerate(raw[:MAX_EXAMPLES]):
+        number = item.get("conversation") if isinstance(item, dict) else None
+        args = item.get("args") if isinstance(item, dict) else None
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(args, dict):
+            raise ValueError(f"{action}: examples[{i}] must be {{\"conversation\": N, "
+                             "\"args\": {...}}")
+        out.append(WorkedExample(number, dict(args)))
+    return tuple(out)
 
 
 def _function(action: str, raw: Any) -> FunctionSpec:

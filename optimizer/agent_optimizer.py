@@ -19,6 +19,10 @@ What differs from upstream, on purpose (each is a regression test):
 - a TERMINATE ends the step's actions; parallel tool calls never exceed max_actions_per_step;
 - step() with nothing recorded, and is_satisfied that is not a bool, are clear errors;
 - prompts are bounded (optimizer/prompts.py);
+- when conversations are recorded with their problems' known answers
+  (`record_one_conversation(..., answer=...)`), a proposal must carry worked examples (a call
+  per problem it is meant for) and is applied only if the sandboxed calls return answers the
+  grader accepts; the misses go back to the model like a vetting finding;
 - roll-back keeps the best function set and early stop ends training (`should_stop`); the
   score may come from a held-out validation split (`step(score=...)`), see OptimizerSettings.
 """
@@ -34,17 +38,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sandbox import FunctionLibrary, FunctionSpec, Sandbox, VetReport
+from sandbox import FunctionLibrary, FunctionSpec, InvalidArguments, Sandbox, VetReport
 from sandbox.files import write_json_atomic
 
 from .actions import (
     ACTION_NAMES,
+    MAX_EXAMPLES,
     Action,
     ActionReply,
     AddFunction,
     RemoveFunction,
     ReviseFunction,
     Terminate,
+    WorkedExample,
     action_name,
     request_actions,
 )
@@ -52,6 +58,7 @@ from .errors import ActionParseError, OptimizerStateError
 from .events import Event, EventSink
 from .llm import LLMClient
 from .llm.config import resolve_llm_config
+from .math import Grader
 from .prompts import PromptBudget, Recorded, system_prompt, user_prompt
 from .registration import LLMRegistrar
 
@@ -79,6 +86,8 @@ class OptimizerSettings:
     max_tokens: int | None = 1500  # one action, code included
     seed: int | None = None
     call_timeout: float | None = None  # seconds per executor call; None: the sandbox's default
+    examples_needed: int = 2  # worked examples that must hit known answers (fewer if fewer
+    # recorded conversations have one)
     snapshot_dir: Path | None = None  # a library JSON after every step, when set
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +142,7 @@ class AgentOptimizer:
         self._initial = (library or FunctionLibrary()).to_dict()
         self.library = library if library is not None else FunctionLibrary()
         self.registrar = LLMRegistrar()
+        self._grader: Grader | None = None  # started on the first answer check
         self._fresh_state()
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -146,6 +156,8 @@ class AgentOptimizer:
         """Close the sandbox if this optimizer opened it (and the LLM client)."""
         if self._own_sandbox:
             self.sandbox.close()
+        if self._grader is not None:
+            self._grader.close()
         self.client.close()
 
     def _fresh_state(self) -> None:
@@ -166,8 +178,10 @@ class AgentOptimizer:
 
     # -- the API ----------------------------------------------------------------------------------
     def record_one_conversation(self, conversation_history: Sequence[Mapping[str, Any]],
-                                is_satisfied: bool | None = None) -> None:
-        """Keep one conversation (OpenAI message format) and whether its answer was right."""
+                                is_satisfied: bool | None = None, *,
+                                answer: str | None = None) -> None:
+        """Keep one conversation (OpenAI message format) and whether its answer was right;
+        with the problem's known `answer`, proposals are checked against it (module doc)."""
         if not isinstance(is_satisfied, bool):
             raise ValueError("is_satisfied must be True or False (was the conversation's answer "
                              f"right?), not {is_satisfied!r}; fnforge never asks on stdin")
@@ -175,8 +189,10 @@ class AgentOptimizer:
                 isinstance(m, Mapping) and "role" in m for m in conversation_history):
             raise ValueError("conversation_history must be a list of OpenAI messages "
                              "({'role': ..., 'content': ...})")
+        if answer is not None and not isinstance(answer, str):
+            raise ValueError(f"answer must be the problem's known answer as text, not {answer!r}")
         self._recorded.append(Recorded([dict(m) for m in deepcopy(list(conversation_history))],
-                                       is_satisfied))
+                                       is_satisfied, answer))
 
     @property
     def should_stop(self) -> bool:
@@ -368,6 +384,9 @@ class AgentOptimizer:
         report = self._vet(action.function)
         if not report.passed:
             return self._refuse(kind, name, _rejection(name, report))
+        missed = self._check_examples(action.function, action.examples)
+        if missed:
+            return self._refuse(kind, name, missed)
         if isinstance(action, AddFunction):
             self.library.add(action.function, report)
         else:
@@ -387,6 +406,56 @@ class AgentOptimizer:
                            "spec_hash": spec.spec_hash, "passed": report.passed,
                            "report": report.to_dict()})
         return report
+
+    def _check_examples(self, spec: FunctionSpec, examples: Sequence[WorkedExample]) -> str:
+        """Empty when the worked examples hit enough known answers, else what to tell the
+        model. Nothing to check when no recorded conversation has a known answer."""
+        known = [c for c in self._recorded if c.answer is not None]
+        need = min(self.settings.examples_needed, len(known))
+        if need == 0:
+            return ""
+        t0 = time.monotonic()
+        hits: list[str] = []
+        misses: list[str] = []
+        for example in examples:
+            line = self._try_example(spec, example)
+            (hits if line is None else misses).append(line or str(example.conversation))
+        self._clock["vetting"] += time.monotonic() - t0
+        self._emit("answer_check", {"name": spec.name, "code_hash": spec.code_hash,
+                                    "needed": need, "hits": len(hits), "misses": misses})
+        if len(hits) >= need:
+            return ""
+        told = (f"{spec.name} passed vetting but was checked against the known answers: it "
+                f"needs {need} worked example(s) that return a conversation's known answer, and "
+                f"{len(hits)} did.")
+        if not examples:
+            told += (" Give `examples`: the numbers of conversations this function answers, "
+                     "with the arguments taken from their tasks.")
+        return (told + "".join(f"\n- {m}" for m in misses[:MAX_EXAMPLES]))[:1800]
+
+    def _try_example(self, spec: FunctionSpec, example: WorkedExample) -> str | None:
+        """None when the call returns the conversation's known answer, else why not."""
+        n = example.conversation
+        if not 1 <= n <= len(self._recorded) or self._recorded[n - 1].answer is None:
+            return f"conversation {n} is not a recorded conversation with a known answer"
+        answer = str(self._recorded[n - 1].answer)
+        call = f"{spec.name}({', '.join(f'{k}={v!r}' for k, v in example.args.items())})"[:200]
+        try:
+            result = self.sandbox.call(spec, example.args, timeout=self.settings.call_timeout)
+        except InvalidArguments as exc:
+            return f"conversation {n}: {call} has invalid arguments: {exc}"[:400]
+        if not result.ok:
+            err = result.error
+            what = f"{err.type}: {err.message}" if err else "an error"
+            return f"conversation {n}: {call} raised {what}"[:400]
+        if self._grader is None:
+            self._grader = Grader()
+        value = result.value
+        text = value if isinstance(value, str) else json.dumps(value)
+        if self._grader.grade(f"\\boxed{{{text}}}", answer).correct:
+            return None
+        return (f"conversation {n}: {call} returned {text[:120]}, but the problem's known "
+                f"answer is {answer[:80]}")
 
     def _refuse(self, kind: str, name: str, why: str) -> tuple[bool, str]:
         self._emit("refused", {"action": kind, "name": name, "why": why})
@@ -433,7 +502,7 @@ class AgentOptimizer:
             "best_version": self._best_version,
             "best_score": self.best_score,
             "failures": self._failures,
-            "recorded": [{"history": c.history, "satisfied": c.satisfied}
+            "recorded": [{"history": c.history, "satisfied": c.satisfied, "answer": c.answer}
                          for c in self._recorded],
             "steps_without_improvement": self._steps_without_improvement,
             "stopped": self._stopped,
@@ -452,8 +521,8 @@ class AgentOptimizer:
             self._best_version = state["best_version"]
             self.best_score = state["best_score"]
             self._failures = [dict(f) for f in state["failures"]]
-            self._recorded = [Recorded(list(c["history"]), bool(c["satisfied"]))
-                              for c in state["recorded"]]
+            self._recorded = [Recorded(list(c["history"]), bool(c["satisfied"]),
+                                       c.get("answer")) for c in state["recorded"]]
             self._steps_without_improvement = int(state["steps_without_improvement"])
             self._stopped = bool(state["stopped"])
             self.step_count = int(state["step_count"])

@@ -30,7 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
-from sandbox import CallResult, FunctionSpec, RunResult, Sandbox
+from sandbox import CallResult, FunctionSpec, RunResult, Sandbox, VetReport
 from sandbox.bench import write_figures
 from sandbox.container import connect, container_options, remove
 from sandbox.image import find_image
@@ -291,6 +291,9 @@ class DockerRunPerCall:
     def call(self, spec: FunctionSpec, args: dict[str, Any] | None = None, *,
              timeout: float | None = None) -> CallResult:
         raise OptimizerError("the upstream baseline runs code blocks only")
+
+    def vet(self, spec: FunctionSpec) -> VetReport:
+        raise OptimizerError("the upstream baseline vets nothing (it is offered no functions)")
 
 
 def upstream_epoch(sandbox: Sandbox, grader: Grader, n: int = 8) -> dict[str, Any]:

@@ -110,9 +110,8 @@ def _resumable(work: Callable[[], object], llm_table: dict[str, Any], started: P
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sandbox import FunctionLibrary
-
     from .evaluate import evaluate
+    from .libraries import load_library
     from .math import Split
     from .runconfig import load_run_config, run_config_from_dict
     from .train import RunDirectory, make_split
@@ -125,15 +124,15 @@ def _eval(args: argparse.Namespace) -> int:
                               "or split.json)")
         config = run_config_from_dict(saved, str(run / "config.json"))
         problems = list(Split.from_dict(split_data).test)
-        library = FunctionLibrary.load(Path(args.library) if args.library else
-                                       run / "library.json")
+        library = load_library(Path(args.library) if args.library else run / "library.json",
+                               config.sandbox.runtime)
         out = Path(args.out) if args.out else run.path
     else:
         if not (args.library and args.config):
             raise ConfigError("eval needs --run RUN, or --library FILE with --config FILE")
         config = load_run_config(args.config)
         problems = list(make_split(config.data).test)
-        library = FunctionLibrary.load(args.library)
+        library = load_library(args.library, config.sandbox.runtime)
         out = Path(args.out) if args.out else Path("runs") / \
             f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     where = _backend_choice(args)
@@ -201,7 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_backend_arguments(train)
     ev = groups.add_parser("eval", help="the test problems without and with a library, paired")
     ev.add_argument("--run", help="a training run: its test split and its best library")
-    ev.add_argument("--library", help="a library JSON (with --config, or instead of the run's)")
+    ev.add_argument("--library", help="a library JSON, or a TOML function file such as "
+                    "libraries/number-theory.toml (with --config, or instead of the run's)")
     ev.add_argument("--config", help="run configuration, when not evaluating a run")
     ev.add_argument("--out", help="where eval.json goes (default: the run directory)")
     ev.add_argument("--lock", help="a lock file (review lock): evaluate only the approved "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox import FunctionSpec
+
+from .conversation import task_of
 from sandbox.policy import allowed_modules
 
 __all__ = ["PromptBudget", "PromptStats", "Recorded", "digest", "estimate_tokens",
@@ -42,6 +44,7 @@ class Recorded:
 
     history: list[dict[str, Any]]
     satisfied: bool
+    answer: str | None = None  # the problem's known answer, when the caller gave it
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,15 @@ def system_prompt() -> str:
         "function is accepted;\n"
         "- it is general and reusable (solving, counting, number theory, geometry, algebra "
         "helpers), never the answer to one particular problem.\n\n"
+        "- `examples` holds calls that answer recorded conversations' problems: the "
+        "conversation's number and the arguments taken from its task; the function is applied "
+        "only if what it returns for them is the known answer (at least two when two or more "
+        "conversations are shown), so propose functions that compute whole answers.\n\n"
         "A good add_function proposal looks like this:\n"
         + json.dumps({"action": "add_function", "reason": "the agent miscounted divisors by "
-                      "hand in two problems", "function": _EXAMPLE})
+                      "hand in two problems", "function": _EXAMPLE,
+                      "examples": [{"conversation": 2, "args": {"n": 196}},
+                                   {"conversation": 5, "args": {"n": 72}}]})
         + "\n\nPropose one change at a time."
     )
 
@@ -158,7 +167,7 @@ def _conversations_text(conversations: Sequence[Recorded], chars: float,
     ordered = failed + _spread(solved)
     out, shown, failed_shown = [], 0, 0
     for i, conv in ordered:
-        text = digest(conv.history, conv.satisfied, i + 1, per_conversation)
+        text = digest(conv.history, conv.satisfied, i + 1, per_conversation, conv.answer)
         if len(text) > chars:
             break
         chars -= len(text)
@@ -195,13 +204,14 @@ _CODE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
 
 def digest(history: Sequence[Mapping[str, Any]], satisfied: bool, number: int,
-           max_chars: int) -> str:
+           max_chars: int, answer: str | None = None) -> str:
     """A conversation's key lines: the task, tool calls and results, failing code and its
-    error, the final answer."""
-    lines = [f"Conversation {number} ({'solved' if satisfied else 'FAILED'}):"]
+    error, the final answer (and the known one, which worked examples must reproduce)."""
+    known = f"; known answer: {_clip(answer, 80)}" if answer is not None else ""
+    lines = [f"Conversation {number} ({'solved' if satisfied else 'FAILED'}{known}):"]
     messages = [m for m in history if isinstance(m, Mapping)]
     task = next((_text(m) for m in messages if m.get("role") == "user"), "")
-    lines.append(f"  task: {_clip(task, 500)}")
+    lines.append(f"  task: {_clip(task_of(task), 500)}")
     for m in messages:
         role = m.get("role")
         if role == "assistant":

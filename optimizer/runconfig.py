@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .conversation import EpisodeSettings
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
+from .math.families import family_rule
 
 __all__ = ["DataConfig", "RunConfig", "SandboxConfig", "TrainConfig", "load_run_config"]
 
@@ -28,6 +29,8 @@ class DataConfig:
     file: str = ""  # the JSONL file (CRAFT format) for dataset = "jsonl"
     subjects: tuple[str, ...] = ()  # empty: every subject
     levels: tuple[int, ...] = ()  # empty: every level
+    family: str = ""  # a problem family by type (optimizer/math/families.py), e.g. "number-theory"
+    pattern: str = ""  # or a rule of your own: a regular expression over the problem text
     train_per_type: int = 20
     val_per_type: int = 10
     test_per_type: int = 80
@@ -147,6 +150,12 @@ def _check(config: RunConfig, where: str) -> None:
         problems.append("train.score must be validation or train")
     if t.score == "validation" and d.val_per_type == 0:
         problems.append("train.score = \"validation\" needs data.val_per_type > 0")
+    try:
+        family_rule(d.family, d.pattern)
+    except DatasetError as exc:
+        problems.append(f"data: {exc}")
+    if e.library_as not in ("code", "tools"):
+        problems.append("episode.library_as must be code or tools")
     if e.max_turns < 1 or e.seconds <= 0 or e.call_timeout <= 0:
         problems.append("episode: max_turns >= 1, seconds and call_timeout > 0")
     if s.pool_size < 1 or s.runtime not in ("", "runc", "runsc") or s.engine_wait_s < 0:

@@ -13,6 +13,7 @@ time taken, the output volume and the memory kill are measured by the runner fro
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import marshal
@@ -145,7 +146,8 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             for fn in request["functions"]:
                 namespace[fn["name"]] = guards.load_function(
                     fn["code"], fn["name"], policy, True, fn.get("compiled"))
-            exec(compile(request["code"], "<code>", "exec"), namespace)
+            exec(_library_kept(request["code"], {fn["name"] for fn in request["functions"]}),
+                 namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))
@@ -171,6 +173,22 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             "ResultTooLarge", f"return value is {size} bytes as JSON, over the limit of "
             f"{limits['max_value']}")}, 1
     return {"ok": True, "value": converted, "error": None}, 0
+
+
+def _library_kept(source: str, names: set[str]) -> Any:
+    """The code block compiled without its top-level `def`s of library names: small models
+    re-define a function they were given (sometimes wrongly) instead of calling it, so the
+    vetted version stays the one that runs, and the block is told so on its stdout."""
+    tree = ast.parse(source, "<code>")
+    if names:
+        skipped = [n.name for n in tree.body
+                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in names]
+        if skipped:
+            tree.body = [n for n in tree.body if not (
+                isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in names)]
+            print(f"note: {', '.join(skipped)} already defined by the library; your definition "
+                  "was not used")
+    return compile(tree, "<code>", "exec")
 
 
 def _exit_status(code: Any) -> int:
