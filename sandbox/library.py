@@ -29,7 +29,7 @@ from .files import write_json_atomic
 from .results import CallResult
 from .schema import JsonLimits
 from .spec import MAX_SPEC_BYTES, FunctionSpec, read_json
-from .vetting import VetReport, Vettable, vet
+from .vetting import VetReport
 
 __all__ = ["LIBRARY_JSON_LIMITS", "MAX_LIBRARY_BYTES", "FunctionLibrary", "LibraryVersion"]
 
@@ -158,24 +158,6 @@ class FunctionLibrary:
             self._specs = dict(target.specs)
             self._reports = dict(target.reports)
             return self._commit(f"restore {version}")
-
-    def revet(self, sandbox: Vettable) -> dict[str, VetReport]:
-        """Re-vet every function against the sandbox's image and policy (cheap when the verdict
-        is cached); a function that no longer passes is dropped, with the report saying why."""
-        reports = {}
-        for spec in self.specs():
-            rep = vet(sandbox, spec)
-            reports[spec.name] = rep
-            with self._lock:
-                if self._specs.get(spec.name) is not spec:
-                    continue
-                if rep.passed:
-                    self._reports[spec.name] = rep
-                else:
-                    del self._specs[spec.name]
-                    del self._reports[spec.name]
-                    self._commit(f"drop {spec.name}: re-vet failed")
-        return reports
 
     # ---- execution
     def register_for_executor(self, sandbox: _Caller,
