@@ -20,9 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sandbox import SandboxError
-from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, report_bug
-from sandbox.text import terminal_safe
+from sandbox import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, SandboxError, report_bug, terminal_safe
 
 from .errors import ConfigError, DatasetError, OptimizerError
 

@@ -27,9 +27,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sandbox import SandboxError
-from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, EXIT_REJECTED, report_bug
-from sandbox.text import markup_safe, terminal_safe
+from sandbox import (
+    EXIT_BAD_INPUT,
+    EXIT_BUG,
+    EXIT_OK,
+    EXIT_REJECTED,
+    SandboxError,
+    markup_safe,
+    report_bug,
+    terminal_safe,
+)
 
 from ..errors import HistoryBroken, HistoryError, OptimizerError
 from .export import export_jsonl

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.text import terminal_safe
+from sandbox import terminal_safe
 
 from .review import CallStats, FunctionVersion, ProposalInfo, Review, summarize
 

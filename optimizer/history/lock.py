@@ -24,7 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sandbox import FunctionLibrary, FunctionSpec, SandboxError, VetReport
+from sandbox import (
+    FunctionLibrary,
+    FunctionSpec,
+    JsonLimits,
+    SandboxError,
+    VetReport,
+    read_json_file,
+)
 
 from ..errors import HistoryBroken, LockError
 from .canonical import canonical_json, sha256_hex
@@ -37,6 +44,8 @@ __all__ = ["LOCK_FILE", "LOCK_FORMAT", "LockFile", "LockedFunction", "build_lock
 LOCK_FORMAT = "fnforge-lock/1"
 LOCK_FILE = "library.lock.json"
 _MAX_LOCK_BYTES = 16 << 20
+_LOCK_JSON_LIMITS = JsonLimits(max_depth=32, max_values=1_000_000, max_chars=_MAX_LOCK_BYTES,
+                               max_string_chars=_MAX_LOCK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -110,17 +119,7 @@ class LockFile:
 
     @classmethod
     def load(cls, path: str | Path) -> LockFile:
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(_MAX_LOCK_BYTES + 1)
-        except OSError as exc:
-            raise LockError(f"cannot read lock file {path}: {exc.strerror}") from None
-        if len(raw) > _MAX_LOCK_BYTES:
-            raise LockError(f"lock file {path} is over {_MAX_LOCK_BYTES >> 20} MiB")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise LockError(f"lock file {path} is not JSON: {exc}") from None
+        data = read_json_file(path, "lock file", _MAX_LOCK_BYTES, _LOCK_JSON_LIMITS, LockError)
         return cls.from_dict(data, f"lock file {path}")
 
 
