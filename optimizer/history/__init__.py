@@ -4,7 +4,8 @@
                         `AgentOptimizer(events=store.sink)`
     call_data           the data of a "call" record from a CallResult
     verify_history      check the chain, the schema and every code hash (VerifyReport)
-    build_review        versions (NAME@N), verdicts, calls, final library; render_html
+    build_review        versions (NAME@N), verdicts, calls, the best library and the last
+                        trial set; render_html
     build_lock, LockFile, load_locked_library
                         approved functions pinned by hash, and loading only those
     export_jsonl        every record as a JSONL line

@@ -1,8 +1,9 @@
 """Library lock files: which function versions a reviewer approved, pinned by hash.
 
-`review lock RUN` writes one from a verified history: for each function of the run's final
-library whose version is approved (its latest verdict) and passed vetting, the name, version,
-code hash, spec hash and approvals; every other final function is listed as excluded, with why.
+`review lock RUN` writes one from a verified history: for each function of the run's best
+library (library.json, what `eval` and a deployment use) whose version is approved (its latest
+verdict) and passed vetting, the name, version, code hash, spec hash and approvals; every other
+function of that library is listed as excluded, with why.
 It carries the history's head (seq and hash), so the history it came from can be checked later.
 
 `load_locked_library(lock, source)` is how `eval` and a user's own agents get functions: only
@@ -124,14 +125,15 @@ class LockFile:
 
 
 def build_lock(review: Review) -> LockFile:
-    """The lock of a verified history's final library (HistoryBroken if it does not verify)."""
+    """The lock of a verified history's best library, the one `eval` and a deployment use
+    (library.json); HistoryBroken if the history does not verify."""
     report = review.verify
     if not report.ok or report.head_seq is None or report.head_hash is None:
         raise HistoryBroken(f"no lock from a history that does not verify: {report.summary()}",
                             report)
     functions: list[LockedFunction] = []
     excluded: list[dict[str, Any]] = []
-    for name, version in sorted(review.final.items()):
+    for name, version in sorted(review.best.items()):
         if version is None:
             excluded.append({"name": name, "version": None,
                              "why": "not proposed in this run (its code is not in the history)"})
