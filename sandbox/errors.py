@@ -18,7 +18,9 @@ User code that fails inside a container is never an exception of `Sandbox.call` 
 it is a result with ok=False. Only the executor callables of a FunctionLibrary raise
 FunctionCallError, because an agent framework expects a failing tool to raise. No exception of
 docker-py or of its HTTP connection leaves the package: the engine's are EngineError (or a more
-precise class above), so a caller catches SandboxError and nothing else.
+precise class above), so a caller catches SandboxError and nothing else. A bare ValueError or
+TypeError means the caller's own programming error (`Sandbox(pool_size=0)`), never bad data or
+a failing engine.
 """
 
 from __future__ import annotations
