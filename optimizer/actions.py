@@ -15,10 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sandbox.errors import InvalidSpec
-from sandbox.spec import FunctionSpec
+from sandbox import FunctionSpec, InvalidSpec
 
-from .errors import ActionParseError, LLMRequestError
+from .errors import ActionParseError, LLMRequestError, OptimizerError
 from .llm import ChatResult, LLMClient
 
 __all__ = [
@@ -419,6 +418,8 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
                 raise ValueError(f"only {', '.join(allowed)} may be used here, "
                                  f"not {', '.join(refused)}")
         except ValueError as exc:
+            if isinstance(exc, OptimizerError):  # fnforge's own fault, not the model's reply
+                raise
             errors.append(str(exc))
             history.extend(_feedback(result, str(exc), chosen))
             continue

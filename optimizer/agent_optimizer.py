@@ -38,8 +38,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sandbox import FunctionLibrary, FunctionSpec, InvalidArguments, Sandbox, VetReport
-from sandbox.files import write_json_atomic
+from sandbox import (
+    FunctionLibrary,
+    FunctionSpec,
+    InvalidArguments,
+    Sandbox,
+    VetReport,
+    write_json_atomic,
+)
 
 from .actions import (
     ACTION_NAMES,

@@ -31,10 +31,7 @@ from typing import Any
 from rich.console import Console
 
 from sandbox import CallResult, FunctionSpec, RunResult, Sandbox, VetReport
-from sandbox.bench import write_figures
-from sandbox.container import connect, container_options, remove
-from sandbox.image import find_image
-from sandbox.limits import DEFAULT_LIMITS
+from sandbox.bench import HardenedDocker, write_figures
 
 from .agent_optimizer import AgentOptimizer, OptimizerSettings
 from .backends import parallel
@@ -267,23 +264,20 @@ class DockerRunPerCall:
     """Upstream's execution: every code block in a new container (hardened like fnforge's)."""
 
     def __init__(self) -> None:
-        self.client = connect()
-        self.image = str(find_image(self.client).id)
+        self.docker = HardenedDocker()
 
     def run(self, code: str, functions: Sequence[FunctionSpec] = (), *,
             timeout: float | None = None) -> RunResult:
         source = "\n\n".join([*(f.code for f in functions), code])
-        options = container_options(self.image, DEFAULT_LIMITS)
-        options.update(entrypoint=["/usr/bin/python3", "-c", source], stdin_open=False,
-                       log_config={"type": "json-file", "config": {}})
         started = time.perf_counter()
-        container = self.client.containers.run(detach=True, **options)
+        container = self.docker.start(["/usr/bin/python3", "-c", source],
+                                      log_config={"type": "json-file", "config": {}})
         try:
             status = container.wait(timeout=timeout or 30)
             out = container.logs(stdout=True, stderr=False).decode()
             err = container.logs(stdout=False, stderr=True).decode()
         finally:
-            remove(container)
+            self.docker.remove(container)
         code_ = int(status.get("StatusCode", 1))
         return RunResult(ok=code_ == 0, stdout=out, stderr=err, exit_code=code_,
                          duration_ms=(time.perf_counter() - started) * 1000)

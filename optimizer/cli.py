@@ -20,9 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sandbox import SandboxError
-from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, report_bug
-from sandbox.text import terminal_safe
+from sandbox import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, SandboxError, report_bug, terminal_safe
 
 from .errors import ConfigError, DatasetError, OptimizerError
 
@@ -63,11 +61,15 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .runconfig import RunConfig, load_run_config
+    from .runconfig import load_run_config, saved_run_config
     from .train import train
 
-    if args.resume:
-        run_dir, config = Path(args.resume), RunConfig()
+    if args.resume:  # the run's own configuration for everything, the model server included
+        if args.config or args.run_dir:
+            raise ConfigError("--resume continues a run with the configuration it saved; "
+                              "leave out --config and --run-dir")
+        run_dir = Path(args.resume)
+        config = saved_run_config(run_dir)
     else:
         if not args.config:
             raise ConfigError("train needs --config FILE (e.g. configs/small.toml), or "
@@ -152,10 +154,10 @@ def _eval(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _local_model(llm_table: dict[str, Any]) -> Iterator[None]:
     """With the embedded model: start its server if none runs, and stop it again afterwards."""
-    from .llm.config import config_from_dict, load_config
+    from .llm.config import resolve_llm_config
     from .llm.local import LocalServer
 
-    config = config_from_dict(llm_table) if llm_table else load_config()
+    config, _ = resolve_llm_config(llm_table or None)  # as train and evaluate resolve it
     if config.provider != "local":
         yield
         return

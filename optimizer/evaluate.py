@@ -25,8 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sandbox import FunctionLibrary, FunctionSpec, Sandbox
-from sandbox.text import markup_safe
+from sandbox import FunctionLibrary, FunctionSpec, Sandbox, markup_safe
 
 from .backends import Backend, Episode
 from .conversation import ConversationResult

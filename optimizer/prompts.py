@@ -18,10 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox import FunctionSpec
+from sandbox import FunctionSpec, allowed_modules
 
 from .conversation import task_of
-from sandbox.policy import allowed_modules
 
 __all__ = ["PromptBudget", "PromptStats", "Recorded", "digest", "estimate_tokens",
            "system_prompt", "user_prompt"]

@@ -18,8 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sandbox import Sandbox
-from sandbox.files import append_line, write_json_atomic
+from sandbox import Sandbox, append_line, write_json_atomic
 
 from .backends import Backend, backend_for
 from .conversation import ConversationResult

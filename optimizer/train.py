@@ -31,8 +31,7 @@ from typing import Any
 
 from rich.console import Console
 
-from sandbox import Sandbox, SandboxError
-from sandbox.text import markup_safe
+from sandbox import Sandbox, SandboxError, markup_safe
 
 from .agent_optimizer import AgentOptimizer, OptimizerSettings
 from .backends import Backend, Episode

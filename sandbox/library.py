@@ -27,8 +27,8 @@ from .errors import (
 )
 from .files import write_json_atomic
 from .results import CallResult
-from .schema import JsonLimits
-from .spec import MAX_SPEC_BYTES, FunctionSpec, read_json
+from .schema import JsonLimits, read_json_file
+from .spec import MAX_SPEC_BYTES, FunctionSpec
 from .vetting import VetReport
 
 __all__ = ["LIBRARY_JSON_LIMITS", "MAX_LIBRARY_BYTES", "FunctionLibrary", "LibraryVersion"]
@@ -235,7 +235,8 @@ class FunctionLibrary:
 
     @classmethod
     def load(cls, path: str | Path) -> FunctionLibrary:
-        return cls.from_dict(read_json(path, "library", MAX_LIBRARY_BYTES, LIBRARY_JSON_LIMITS))
+        return cls.from_dict(read_json_file(path, "library", MAX_LIBRARY_BYTES,
+                                            LIBRARY_JSON_LIMITS))
 
 
 def _specs(raw: Any) -> dict[str, FunctionSpec]:

@@ -397,7 +397,8 @@ RUNTIME_DENIED_VALUE_MODULES: frozenset[str] = frozenset({
     "operator", "_operator", "string", "_string", "gc", "inspect", "types", "code", "codeop",
     "dis", "traceback", "linecache", "pty", "fcntl", "resource", "mmap", "sysconfig", "site",
     "pdb", "bdb", "faulthandler", "runpy", "zipimport", "pkgutil", "atexit", "RestrictedPython",
-    "guards", "server", "probes", "child", "zygote", "seccomp", "protocol", "restricted_policy",
+    "guards", "value_checks", "audit_hook", "server", "probes", "child", "zygote", "seccomp",
+    "protocol", "restricted_policy",
     "abc", "ast", "timeit",
 })
 """Inside the container, a value whose defining module (its `__module__`) is one of these is

@@ -35,6 +35,7 @@ from .errors import (
     SandboxBroken,
     SandboxError,
     SelftestFailed,
+    engine_errors,
 )
 from .image import find_image
 from .limits import DEFAULT_LIMITS, SANDBOX_UID, Limits
@@ -81,17 +82,19 @@ class _Worker:
                  policy: dict[str, Any]) -> None:
         self.limits = limits
         self.calls = 0
-        self.container: Container = client.containers.create(**options)
+        with engine_errors("create a sandbox container", SandboxBroken):
+            self.container: Container = client.containers.create(**options)
         try:
-            self.stream = _container.Stream(client, self.container, limits.max_response)
-            self.container.start()
+            with engine_errors("start a sandbox container", SandboxBroken):
+                self.stream = _container.Stream(client, self.container, limits.max_response)
+                self.container.start()
             answer = self.request({"op": "configure", "policy": policy,
                                    "limits": limits.to_dict()}, _START_TIMEOUT_S)
             if answer.get("ok") is not True:
                 raise SandboxBroken("the runner refused its configuration: "
                                     f"{str(answer.get('error'))[:500]}")
         except BaseException:
-            self.kill()
+            self.close_quietly()  # what failed is what the caller hears of, not the clean-up
             raise
 
     def request(self, message: dict[str, Any], wait_s: float) -> dict[str, Any]:
@@ -223,7 +226,7 @@ class Sandbox:
         worker = _Worker(self._client, self._options, self.limits, self._policy)
         with self._lock:
             if self._closed:
-                worker.kill()
+                worker.close_quietly()
                 raise SandboxError("sandbox closed")
             self._workers.add(worker)
         return worker
@@ -410,7 +413,8 @@ class Sandbox:
 
     # -- self-test --------------------------------------------------------------------------------
     def _selftest_marker(self) -> Path:
-        engine = self._client.info().get("ID", "")
+        with engine_errors("describe itself"):
+            engine = self._client.info().get("ID", "")
         options = {k: v for k, v in self._options.items() if k != "labels"}  # labels name our pid
         key = json.dumps([self.image_id, engine, options, self._policy], sort_keys=True,
                          default=repr)

@@ -7,7 +7,7 @@
     review deny    [RUN] NAME@VERSION --why WHY [--by WHO]
                                          record a verdict in the history (RUN may be --run or
                                          $FNFORGE_RUN)
-    review lock RUN [--out FILE]         lock file of the approved final library
+    review lock RUN [--out FILE]         lock file of the approved best library (library.json)
     review export RUN [--out FILE]       the whole history as JSONL (stdout by default)
 
 Exit status: 0 done / verified, 1 a negative verdict (the history does not verify), 2 bad input
@@ -27,15 +27,22 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sandbox import SandboxError
-from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, EXIT_REJECTED, report_bug
-from sandbox.text import markup_safe, terminal_safe
+from sandbox import (
+    EXIT_BAD_INPUT,
+    EXIT_BUG,
+    EXIT_OK,
+    EXIT_REJECTED,
+    SandboxError,
+    markup_safe,
+    report_bug,
+    terminal_safe,
+)
 
 from ..errors import HistoryBroken, HistoryError, OptimizerError
 from .export import export_jsonl
 from .html import render_html
 from .lock import LOCK_FILE, LockFile, build_lock
-from .review import Review, build_review, parse_ref
+from .review import FunctionVersion, Review, build_review, parse_ref
 from .store import HISTORY_FILE, HistoryStore
 from .verify import VerifyReport, verify_history
 
@@ -122,7 +129,7 @@ def _print_summary(console: Console, review: Review) -> None:
             flags = f" [yellow]flagged: {markup_safe(', '.join(v.flag_reasons))}[/]" \
                 if v.flagged else ""
             console.print(f"  {markup_safe(v.ref.ljust(width), 200)}  {vetting}  "
-                          f"{'final' if v.in_final else '     '}  "
+                          f"{_membership(v)}  "
                           f"{v.calls.calls} calls ({v.calls.failures} failed)  "
                           f"{markup_safe(verdict, 120)}  "
                           f"{markup_safe(', '.join(v.models) or 'model unknown', 80)}{flags}")
@@ -134,8 +141,17 @@ def _print_summary(console: Console, review: Review) -> None:
             reasons = "; ".join(f"{f.get('rule')} (line {f.get('line')}): {f.get('message')}"
                                 for f in errors)
             console.print(f"  {markup_safe(v.ref, 80)}: {markup_safe(reasons, 600)}")
-    final = ", ".join(f"{name}@{v.version if v else '?'}" for name, v in review.final.items())
-    console.print(f"final library: {markup_safe(final or 'empty', 2000)}")
+    for label, library in (("best library (library.json: what eval and a deployment use)",
+                            review.best),
+                           ("last trial set (held when the run stopped; not deployed)",
+                            review.last_trial)):
+        refs = ", ".join(f"{name}@{v.version if v else '?'}" for name, v in library.items())
+        console.print(f"{label}: {markup_safe(refs or 'empty', 2000)}")
+
+
+def _membership(v: FunctionVersion) -> str:
+    """Which of the run's two libraries hold a version, in a fixed width."""
+    return f"{'best' if v.in_best else '    '} {'trial' if v.in_last_trial else '     '}"
 
 
 def _print_verdict(console: Console, report: VerifyReport, limit: int = 20) -> None:
@@ -285,7 +301,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--why", required=True, help="the reason, recorded in the history")
         p.add_argument("--by", help="who (default: $FNFORGE_REVIEWER, else the login name)")
         p.set_defaults(command=_verdict)
-    lock = sub.add_parser("lock", help="write the lock file of the approved final library")
+    lock = sub.add_parser("lock", help="write the lock file of the approved best library "
+                          "(library.json, what eval uses)")
     lock.add_argument("run")
     lock.add_argument("--out", help=f"default: RUN/{LOCK_FILE}")
     lock.set_defaults(command=_lock)

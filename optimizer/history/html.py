@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.text import terminal_safe
+from sandbox import terminal_safe
 
 from .review import CallStats, FunctionVersion, ProposalInfo, Review, summarize
 
@@ -55,7 +55,7 @@ pre{margin:0;white-space:pre-wrap;word-break:break-word}
 .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:12px;margin-right:4px;
 border:1px solid currentColor}
 .badge.rejected,.badge.refused,.badge.deny,.badge.broken{color:var(--bad)}
-.badge.passed,.badge.applied,.badge.approve,.badge.final{color:var(--ok)}
+.badge.passed,.badge.applied,.badge.approve,.badge.best{color:var(--ok)}
 .badge.flagged,.badge.pending,.badge.unreviewed{color:var(--warn)}
 .version{border:1px solid var(--line);border-radius:6px;padding:8px 12px;margin:10px 0;
 background:#fff}
@@ -80,11 +80,13 @@ border-radius:14px;cursor:pointer;background:#fff}
 #f-all:checked~header label[for=f-all],#f-rejected:checked~header label[for=f-rejected],
 #f-flagged:checked~header label[for=f-flagged],
 #f-approved:checked~header label[for=f-approved],
-#f-final:checked~header label[for=f-final]{background:#1d1f21;color:#fff}
+#f-best:checked~header label[for=f-best],
+#f-trial:checked~header label[for=f-trial]{background:#1d1f21;color:#fff}
 #f-rejected:checked~main .filterable:not(.rejected),
 #f-flagged:checked~main .filterable:not(.flagged),
 #f-approved:checked~main .filterable:not(.approved),
-#f-final:checked~main .filterable:not(.final){display:none}
+#f-best:checked~main .filterable:not(.best),
+#f-trial:checked~main .filterable:not(.trial){display:none}
 tr.k-call td{color:#444}tr.rejected td{background:#fdf0ef}
 """
 
@@ -235,7 +237,8 @@ class _Page:
         css += ["rejected"] if v.rejected else []
         css += ["flagged"] if v.flagged else []
         css += ["approved"] if v.approved else []
-        css += ["final"] if v.in_final else []
+        css += ["best"] if v.in_best else []
+        css += ["trial"] if v.in_last_trial else []
         return " ".join(css)
 
     def render(self) -> str:
@@ -247,14 +250,15 @@ class _Page:
         radios = "".join(
             f'<input type="radio" class="filter-input" name="filter" id="f-{k}"'
             f'{" checked" if k == "all" else ""}>'
-            for k in ("all", "rejected", "flagged", "approved", "final"))
+            for k in ("all", "rejected", "flagged", "approved", "best", "trial"))
         filters = (
             '<nav class="filters" id="filters">Show versions: '
             f'<label for="f-all">all ({len(r.versions)})</label>'
             f'<label for="f-rejected">rejected ({rejected})</label>'
             f'<label for="f-flagged">flagged ({flagged})</label>'
             f'<label for="f-approved">approved ({approved})</label>'
-            f'<label for="f-final">final library ({len(r.final)})</label></nav>')
+            f'<label for="f-best">best library ({len(r.best)})</label>'
+            f'<label for="f-trial">last trial set ({len(r.last_trial)})</label></nav>')
         body = "".join([self.summary(), self.problems(), self.library(), self.functions(),
                         self.proposals(), self.calls(), self.llm_calls(), self.metrics(),
                         self.timeline()])
@@ -307,8 +311,22 @@ class _Page:
                 + _table(["where", "check", "problem"], rows) + "</section>")
 
     def library(self) -> str:
+        """The best set first: it is what `eval` and a deployment run, so what to approve."""
+        best = self.library_table(self.r.best, "The best library is empty: eval and a "
+                                  "deployment run the agent without functions.")
+        trial = self.library_table(self.r.last_trial, "The last trial set is empty.")
+        return ('<section id="library"><h2>Best library (library.json)</h2>'
+                '<p class="muted">The set that scored best: the run saves it as library.json; '
+                "<code>eval</code>, <code>review lock</code> and a deployment use it.</p>"
+                f"{best}</section>"
+                '<section id="last-trial"><h2>Last trial set</h2>'
+                '<p class="muted">What the optimizer held when the run stopped; not deployed '
+                "unless it is also the best.</p>"
+                f"{trial}</section>")
+
+    def library_table(self, library: dict[str, FunctionVersion | None], empty: str) -> str:
         rows = []
-        for name, v in sorted(self.r.final.items()):
+        for name, v in sorted(library.items()):
             if v is None:
                 rows.append(f"<tr><td>{t(name)}</td><td colspan=\"4\">"
                             f"{self.link(None)}</td></tr>")
@@ -317,9 +335,9 @@ class _Page:
                         f'<td class="mono">{e(v.code_hash[:16])}</td>'
                         f"<td>{self.approval_badge(v)}</td>"
                         f"<td>{v.calls.calls} calls, {v.calls.failures} failed</td></tr>")
-        table = _table(["name", "version", "code hash", "review", "calls"], rows) if rows \
-            else '<p class="muted">The final library is empty.</p>'
-        return f'<section id="library"><h2>Final library</h2>{table}</section>'
+        if not rows:
+            return f'<p class="muted">{empty}</p>'
+        return _table(["name", "version", "code hash", "review", "calls"], rows)
 
     def approval_badge(self, v: FunctionVersion) -> str:
         a = v.approval
@@ -341,8 +359,10 @@ class _Page:
         badges = [_badge(v.status)]
         if v.flagged:
             badges.append(_badge("flagged: " + ", ".join(v.flag_reasons), "flagged"))
-        if v.in_final:
-            badges.append(_badge("in final library", "final"))
+        if v.in_best:
+            badges.append(_badge("in the best library (deployed)", "best"))
+        if v.in_last_trial:
+            badges.append(_badge("in the last trial set", "trial"))
         badges.append(self.approval_badge(v))
         models = ", ".join(v.models) or "unknown"
         parts = [

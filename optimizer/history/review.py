@@ -1,8 +1,10 @@
 """What a security reviewer asks of a history, derived from its records (nothing stored twice).
 
 A function *version* is the n-th distinct code of a name in the run (NAME@1, NAME@2, ...), in the
-order proposals first showed it; approvals and lock files name versions that way. The final
-library is replayed from applied/decision/registered records (roll-backs included).
+order proposals first showed it; approvals and lock files name versions that way. Two
+libraries are replayed from applied/decision/registered records (roll-backs included): the best
+set, which the run saves as library.json and `eval` and a deployment use, and the last trial set,
+what the optimizer held when the run stopped (scored or not, it is not what runs afterwards).
 """
 
 from __future__ import annotations
@@ -143,7 +145,8 @@ class FunctionVersion:
     approvals: list[ApprovalInfo] = field(default_factory=list)
     calls: CallStats = field(default_factory=CallStats)
     previous: FunctionVersion | None = None
-    in_final: bool = False
+    in_best: bool = False  # in the best set: library.json, what `eval` and a deployment use
+    in_last_trial: bool = False  # in the set the optimizer held when the run stopped
     applied: bool = False
 
     @property
@@ -223,7 +226,7 @@ class FunctionVersion:
 
 @dataclass
 class Review:
-    """Everything the report shows: records, verdict, versions, final library, calls."""
+    """Everything the report shows: records, verdict, versions, the two libraries, calls."""
 
     run_dir: Path
     records: list[Record]
@@ -231,7 +234,10 @@ class Review:
     versions: list[FunctionVersion]
     removals: list[ProposalInfo]
     proposals: list[ProposalInfo]
-    final: dict[str, FunctionVersion | None]
+    best: dict[str, FunctionVersion | None]
+    """The run's best set, saved as library.json: what `eval` and a deployment use."""
+    last_trial: dict[str, FunctionVersion | None]
+    """The set the optimizer held when the run stopped (its last trial; not deployed)."""
     unattributed_calls: dict[str, CallStats]
     code_calls: CallStats
 
@@ -290,16 +296,23 @@ class _Builder:
                     handler(r)
             except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
                 continue  # a malformed record: verify names it; the review shows the rest
-        final: dict[str, FunctionVersion | None] = {}
         names = self.registered if self.registered is not None else sorted(self.state)
-        for name in sorted(set(names)):
-            code_hash = self.state.get(name)
-            version = self.index.get((name, code_hash)) if code_hash else None
-            final[name] = version
+        last_trial = self._versions({name: self.state.get(name) for name in names})
+        # no step was ever scored: the run saves what it holds (AgentOptimizer.best_library)
+        best = self._versions(self.best if self.best is not None else self.state)
+        for version in last_trial.values():
             if version is not None:
-                version.in_final = True
+                version.in_last_trial = True
+        for version in best.values():
+            if version is not None:
+                version.in_best = True
         return Review(self.run_dir, self.records, self.report, self.versions, self.removals,
-                      self.proposals, final, self.unattributed, self.code_calls)
+                      self.proposals, best, last_trial, self.unattributed, self.code_calls)
+
+    def _versions(self, state: dict[str, str | None]) -> dict[str, FunctionVersion | None]:
+        """name -> the version of the code a library state holds (None: not in the history)."""
+        return {name: self.index.get((name, code_hash)) if code_hash else None
+                for name, code_hash in sorted(state.items())}
 
     def _llm_call(self, r: Record) -> None:
         model = r.data.get("model")

@@ -60,7 +60,7 @@ from .store import (
     llm_hashes,
 )
 
-__all__ = ["Problem", "VerifyReport", "read_history", "verify_history"]
+__all__ = ["HistoryDefect", "VerifyReport", "read_history", "verify_history"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
@@ -68,8 +68,9 @@ _MAX_PROBLEMS = 200
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One broken thing: `seq` is the record (None: the file or its schema as a whole)."""
+class HistoryDefect:
+    """One thing verification found broken in a history: `seq` is the record (None: the file
+    or its schema as a whole). Not a math problem (optimizer.math.Problem)."""
 
     seq: int | None
     check: str  # file, schema, meta, sequence, record, hash, chain, head, content, pin
@@ -92,14 +93,14 @@ class VerifyReport:
     records: int
     head_seq: int | None
     head_hash: str | None
-    problems: tuple[Problem, ...] = field(default_factory=tuple)
+    problems: tuple[HistoryDefect, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     @property
-    def first_broken(self) -> Problem | None:
+    def first_broken(self) -> HistoryDefect | None:
         return self.problems[0] if self.problems else None
 
     def summary(self) -> str:
@@ -179,7 +180,7 @@ def _salvage(path: Path, expect_head: str | None) -> tuple[list[Record], VerifyR
 class _Scan:
     def __init__(self, path: Path, conn: sqlite3.Connection, expect_head: str | None) -> None:
         self.path, self.conn, self.expect_head = path, conn, expect_head
-        self.problems: list[Problem] = []
+        self.problems: list[HistoryDefect] = []
         self.records: list[Record] = []
         self.run_id: str | None = None
         self.damaged = False  # SQLite's own check failed: the file, not a record, is broken
@@ -187,7 +188,7 @@ class _Scan:
 
     def _problem(self, seq: int | None, check: str, message: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
-            self.problems.append(Problem(seq, check, message))
+            self.problems.append(HistoryDefect(seq, check, message))
 
     def run(self) -> tuple[list[Record], VerifyReport]:
         try:
@@ -306,7 +307,7 @@ class _Scan:
         head = self._head(meta)
         self._blame(soft, head)
 
-    def _blame(self, soft: list[tuple[int, str, str]], head: Problem | None) -> None:
+    def _blame(self, soft: list[tuple[int, str, str]], head: HistoryDefect | None) -> None:
         """A broken link between two self-consistent records: if the record after the link
         does not link onward either, it was replaced (transplanted); otherwise the record
         before the link was altered and re-hashed."""
@@ -395,7 +396,7 @@ class _Scan:
             self._problem(1, "chain", f"record 1 does not start this run's chain (run "
                           f"{run_id!r:.80}): moved from another run or history")
 
-    def _head(self, meta: dict[str, str]) -> Problem | None:
+    def _head(self, meta: dict[str, str]) -> HistoryDefect | None:
         """Does meta's head pointer name the last record? (The problem, not yet reported.)"""
         last = self.records[-1] if self.records else None
         if last is None:
@@ -404,20 +405,20 @@ class _Scan:
         try:
             head_seq = int(meta.get("head_seq", ""))
         except ValueError:
-            return Problem(None, "head", "meta's head pointer is missing or damaged")
+            return HistoryDefect(None, "head", "meta's head pointer is missing or damaged")
         head_hash = meta.get("head_hash", "")
         last_seq = last.seq if last else 0
         if head_seq > last_seq:
             which = (f"record {head_seq} is" if head_seq == last_seq + 1
                      else f"records {last_seq + 1} to {head_seq} are")
-            return Problem(last_seq + 1, "head", f"{which} missing from the end: the head "
+            return HistoryDefect(last_seq + 1, "head", f"{which} missing from the end: the head "
                            f"pointer says the history ends at record {head_seq}")
         if head_seq < last_seq:
-            return Problem(head_seq + 1, "head", f"record {head_seq + 1} and later were "
+            return HistoryDefect(head_seq + 1, "head", f"record {head_seq + 1} and later were "
                            f"appended after the head (record {head_seq}) by something other "
                            "than fnforge")
         if last is not None and head_hash != last.hash:
-            return Problem(last.seq, "head", f"record {last.seq} is not the record the head "
+            return HistoryDefect(last.seq, "head", f"record {last.seq} is not the record the head "
                            "points to: it was altered and re-hashed, or replaced")
         return None
 

@@ -37,8 +37,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from sandbox import cache_dir
-from sandbox.container import pid_alive
+from sandbox import cache_dir, pid_alive
 
 from ..errors import LocalModelError
 from .config import LocalConfig

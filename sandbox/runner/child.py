@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import audit_hook
 import guards
 import seccomp
 
@@ -71,7 +72,7 @@ def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
         for fd in (1, 2):  # all output is in the pipes before the result: the runner answers
             with contextlib.suppress(OSError):
                 os.dup2(devnull_w, fd)
-        guards.audit_pause()
+        audit_hook.audit_pause()
         out.write(json.dumps({"result": result}, allow_nan=False) + "\n")
         out.flush()
     except BaseException:
@@ -133,7 +134,7 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
                 **rules, "block": False,
                 "block_events": rules.get("code_block_blocked_events", []),
                 "block_prefixes": rules.get("code_block_blocked_prefixes", [])}}
-        guards.install_audit_hook(policy, emit)
+        audit_hook.install_audit_hook(policy, emit)
     value: Any = None
     try:
         if op == "call":
