@@ -374,7 +374,8 @@ class AgentOptimizer:
             self.library.revise(action.function, report)
         self._counts["applied"] += 1
         self._emit("applied", {"action": kind, "name": name, "version": self.library.version,
-                               "code_hash": action.function.code_hash})
+                               "code_hash": action.function.code_hash,
+                               "spec_hash": action.function.spec_hash})
         warnings = "; ".join(f.message for f in report.warnings)[:600]
         note = f" Vetting warnings (not blocking): {warnings}" if warnings else ""
         return True, f"Applied: {name} passed vetting and is in the library.{note}"
