@@ -4,9 +4,10 @@ within the store's limit.
 Why here, in one place: the optimizer LLM is as untrusted as the code it writes. Its reply is
 bounded before it is parsed (`check_reply_size`) and a proposal's function before it becomes a
 spec (`check_function_size`), so no record made from it can outgrow the history's limit. What the
-model said earlier in a step goes back to it summarised when large (`replayed`), never repeated
-at any length, and every request is cut to the token budget as a whole (`fit_request`): the
-stable head first, then the latest exchanges, older ones left out with a note. Every request and
+model said earlier in a step goes back to it summarised (`replayed`: the latest reply whole only
+while small; `fit_request`: older replies as one line each), never repeated at any length, and
+every request is cut to the token budget as a whole (`fit_request`): the stable head first,
+then the latest exchanges, older ones left out with a note. Every request and
 response is recorded, parseable or not, with the response cut to `MAX_RECORDED_CHARS`
 (`recorded_response`, which keeps the full length and hash of what was cut).
 """
@@ -23,7 +24,7 @@ from .llm import ChatResult
 
 __all__ = ["CHARS_PER_TOKEN", "MAX_ACTIONS_PER_REPLY", "MAX_ARGUMENTS_CHARS",
            "MAX_ERROR_CHARS", "MAX_FUNCTION_CHARS", "MAX_REASON_CHARS", "MAX_RECORDED_CHARS",
-           "REPLAY_CHARS", "check_function_size", "check_reply_size", "clip_error",
+           "REPLAY_CHARS", "SUMMARY_CHARS", "check_function_size", "check_reply_size", "clip_error",
            "fit_request", "recorded_response", "replayed"]
 
 CHARS_PER_TOKEN = 3.2  # as optimizer/prompts.py estimates: code and math are dense
@@ -32,7 +33,8 @@ MAX_ARGUMENTS_CHARS = 96 * 1024  # one action's JSON, before it is parsed
 MAX_FUNCTION_CHARS = 64 * 1024  # one proposed function as JSON (code is at most 20,000)
 MAX_REASON_CHARS = 240  # the schemas' maxLength; longer reasons are cut, not refused
 MAX_ERROR_CHARS = 600  # one parse error (it may quote the reply) as fed back and recorded
-REPLAY_CHARS = 2400  # an earlier reply re-sent as it was up to this size, summarised past it
+REPLAY_CHARS = 2400  # the latest reply re-sent as it was up to this size, summarised past it
+SUMMARY_CHARS = 300  # an older reply of the same step: a summary of what it proposed
 MAX_RECORDED_CHARS = 256 * 1024  # a response's text and tool-call arguments, as recorded
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -142,7 +144,9 @@ def fit_request(messages: Sequence[Mapping[str, Any]], max_tokens: int) -> list[
         if m.get("role") == "assistant" or not units:
             units.append([])
         units[-1].append(m)
-    total = sum(_size(m) for m in out)
+    for unit in units[:-1]:  # earlier exchanges: summarised; only the latest reply is whole
+        unit[:] = [_compact(m) if m.get("role") == "assistant" else m for m in unit]
+    total = sum(_size(m) for m in head) + sum(_size(m) for u in units for m in u)
     dropped = 0
     while total > budget and len(units) > 1:
         total -= sum(_size(m) for m in units.pop(0))
@@ -165,6 +169,21 @@ def fit_request(messages: Sequence[Mapping[str, Any]], max_tokens: int) -> list[
         total -= len(text) - len(cut)
         flat[i]["content"] = cut
     return head + [m for u in units for m in u]
+
+
+def _compact(message: dict[str, Any]) -> dict[str, Any]:
+    """An earlier reply of the step as one short message: what it did, not what it said."""
+    out = dict(message)
+    if isinstance(out.get("content"), str):
+        out["content"] = _clip(out["content"], SUMMARY_CHARS)
+    if out.get("tool_calls"):
+        out["tool_calls"] = [
+            {**c, "function": {**c["function"], "arguments": json.dumps(
+                {"summary": _summary(str(c["function"].get("arguments") or ""))})}}
+            if isinstance(c, Mapping) and isinstance(c.get("function"), Mapping)
+            and len(str(c["function"].get("arguments") or "")) > SUMMARY_CHARS else c
+            for c in out["tool_calls"]]
+    return out
 
 
 def _sendable(message: Mapping[str, Any]) -> dict[str, Any]:

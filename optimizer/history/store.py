@@ -340,7 +340,8 @@ def fit_record(data: Mapping[str, Any], limit: int = MAX_RECORD_CHARS - 4096) ->
             clean = _cap_strings(clean, cap)
             size = len(canonical_json(clean))
     except (ValueError, RecursionError) as exc:  # record() says so for data given directly
-        return {"cut": True, "unstorable": type(exc).__name__, "fields": sorted(map(str, data))[:100]}
+        return {"cut": True, "unstorable": type(exc).__name__,
+                "fields": sorted(map(str, data))[:100]}
     if size > limit:  # structure alone is over: keep what it was, not what it said
         clean = {"cut": True, "chars": size, "fields": sorted(clean)[:100]}
     return clean
