@@ -456,8 +456,12 @@ class _Builder:
                             known(d.get("verdict"), VERDICTS), str(d.get("who", "")),
                             str(d.get("why", "")), str(d.get("code_hash", "")),
                             str(d.get("spec_hash") or ""))
-        version = self.index.get((info.name, info.code_hash, info.spec_hash))
-        if version is not None and version.version == info.version:  # bound to this very spec
+        version = next((v for v in self.versions
+                        if v.name == info.name and v.version == info.version), None)
+        # bound to this very version: its number (the n-th distinct spec), its code hash and,
+        # when given (always, since approvals carry it), its spec hash
+        if version is not None and version.code_hash == info.code_hash \
+                and info.spec_hash in ("", version.spec_hash):
             version.approvals.append(info)
 
 

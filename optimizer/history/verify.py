@@ -539,11 +539,10 @@ class _ContentChecks:
         elif known[version - 1][0] != code_hash:
             self.problem(r.seq, "content", f"record {r.seq}: approval of {name}@{version} "
                          "names another code hash than that version's")
-        elif known[version - 1][1] != s_hash and not (s_hash is None
-                                                      and d.get("verdict") == "deny"):
+        elif s_hash is not None and known[version - 1][1] != s_hash:
             self.problem(r.seq, "content", f"record {r.seq}: approval of {name}@{version} "
-                         "names another spec hash than that version's (or none)")
+                         "names another spec hash than that version's")
         elif d.get("verdict") == "approve" and \
-                (name, code_hash, s_hash) not in self.passed_specs:
+                (name, code_hash, known[version - 1][1]) not in self.passed_specs:
             self.problem(r.seq, "content", f"record {r.seq}: approves {name}@{version}, which "
                          "never passed vetting")
