@@ -211,13 +211,14 @@ def _when(t: float | None) -> str:
 
 
 _BADGE_CLASSES = frozenset({"rejected", "refused", "deny", "broken", "tampered", "passed",
-                            "applied", "approve", "final", "flagged", "pending", "unreviewed"})
+                            "applied", "approve", "final", "flagged", "pending", "unreviewed",
+                            "not-vetted"})
 
 
 def _badge(text: str, css: str | None = None) -> str:
     """A badge; its class is one of the stylesheet's (anything else, data from the database
     included, becomes "tampered"), its text escaped."""
-    cls = css or text
+    cls = (css or text).replace(" ", "-")
     return (f'<span class="badge {cls if cls in _BADGE_CLASSES else "tampered"}">'
             f"{e(text)}</span>")
 

@@ -521,15 +521,17 @@ _SUMMARIES: dict[str, Any] = {
                            f"tokens, {d.get('attempts', 1)} attempt(s)"),
     "prompt": lambda d: (f"prompt: {d.get('conversations')} conversations, "
                          f"~{d.get('estimated_tokens')} tokens"),
-    "proposal": lambda d: f"{d.get('action')} {d.get('name')}: {str(d.get('reason'))[:160]}",
+    "proposal": lambda d: (f"{known(d.get('action'), ACTIONS)} {d.get('name')}: "
+                           f"{str(d.get('reason'))[:160]}"),
     "vet": lambda d: (f"vet {d.get('name')}: "
                       + ("passed" if d.get("passed") else "REJECTED" + _first_error(d))),
-    "applied": lambda d: f"applied {d.get('action')} {d.get('name')}",
-    "refused": lambda d: f"refused {d.get('action')} {d.get('name')}: {str(d.get('why'))[:200]}",
+    "applied": lambda d: f"applied {known(d.get('action'), ACTIONS)} {d.get('name')}",
+    "refused": lambda d: (f"refused {known(d.get('action'), ACTIONS)} {d.get('name')}: "
+                          f"{str(d.get('why'))[:200]}"),
     "dropped": lambda d: f"dropped {d.get('action')}: {d.get('why')}",
     "terminate": lambda d: f"terminate: {str(d.get('reason'))[:160]}",
-    "decision": lambda d: (f"decision {d.get('decision')}: score {d.get('score')}, "
-                           f"best {d.get('best_score')}"),
+    "decision": lambda d: (f"decision {known(d.get('decision'), DECISIONS)}: "
+                           f"score {d.get('score')}, best {d.get('best_score')}"),
     "early_stop": lambda d: f"early stop after {d.get('steps_without_improvement')} steps",
     "registered": lambda d: f"registered: {', '.join(map(str, d.get('names', []))) or 'none'}",
     "removed": lambda d: f"removed: {', '.join(map(str, d.get('names', [])))}",
@@ -541,6 +543,6 @@ _SUMMARIES: dict[str, Any] = {
                                + (f" ({d.get('outcome')})" if d.get("outcome") else "")),
     "metrics": lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items())
                                    if not isinstance(v, dict | list))[:300],
-    "approval": lambda d: (f"{d.get('verdict')} {d.get('name')}@{d.get('version')} by "
-                           f"{d.get('who')}: {str(d.get('why'))[:200]}"),
+    "approval": lambda d: (f"{known(d.get('verdict'), VERDICTS)} {d.get('name')}@"
+                           f"{d.get('version')} by {d.get('who')}: {str(d.get('why'))[:200]}"),
 }
