@@ -20,6 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sandbox.text import template_safe
+
 from .llm import ChatResult
 
 __all__ = ["CHARS_PER_TOKEN", "MAX_ACTIONS_PER_REPLY", "MAX_ARGUMENTS_CHARS",
@@ -46,8 +48,7 @@ def _clean(text: str) -> str:
     chat-template tokens broken up."""
     if text.isascii() and "<|" not in text and text.isprintable():
         return text
-    out = _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    return out.replace("<|", "<\\|")
+    return template_safe(_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def _clip(text: str, limit: int) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.markup import escape
 
-__all__ = ["container_text", "container_value", "markup_safe", "terminal_safe"]
+__all__ = ["container_text", "container_value", "markup_safe", "template_safe", "terminal_safe"]
 
 # C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides and
 # isolates that reorder what a reviewer sees (Trojan Source).
@@ -26,9 +26,14 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u20
 _UNSAFE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
                           "\u200e\u200f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_TEMPLATE_MARK = re.compile(r"<\|")
-"""Chat templates' special tokens (`<|im_start|>`, `<|eot_id|>`, ...): a local server parses them
-inside message text, so container text that holds one could open a forged system turn."""
+_TEMPLATE_MARK = re.compile("<([|\uff5c])")
+"""Chat templates' special tokens (`<|im_start|>`, `<|eot_id|>`, DeepSeek's with U+FF5C bars):
+a local server parses them inside message text, so text holding one could open a forged turn."""
+
+
+def template_safe(text: str) -> str:
+    """`text` with the opening `<|` of every chat-template token broken up as `<\\|`."""
+    return _TEMPLATE_MARK.sub(r"<\\\1", text) if "<" in text else text
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -59,9 +64,7 @@ def container_text(text: object, limit: int) -> str:
     s = text if isinstance(text, str) else ""
     if not s.isascii():
         s = _SURROGATE.sub(_escape, s)
-    s = _UNSAFE.sub(_escape, s)
-    if "<|" in s:
-        s = _TEMPLATE_MARK.sub(r"<\\|", s)
+    s = template_safe(_UNSAFE.sub(_escape, s))
     if len(s) > limit:
         s = s[:max(0, limit - 3)] + "..."
     return s
