@@ -230,7 +230,7 @@ def parse_action(name: str, args: Any) -> Action:
         return Terminate(reason=reason)
     if name == "remove_function":
         target = args.get("name")
-        if not isinstance(target, str) or not target.isidentifier():
+        if not isinstance(target, str) or not target.isidentifier() or len(target) > 64:
             raise ValueError("remove_function: 'name' must name the function to remove")
         return RemoveFunction(name=target, reason=reason)
     raw_fn = args.get("function")

@@ -31,7 +31,7 @@ from optimizer.history import (
     review_command,
     verify_history,
 )
-from optimizer.history.canonical import canonical_json, genesis_hash, record_content, record_hash
+from optimizer.history.canonical import canonical_json
 from optimizer.history.html import render_html
 from optimizer.history.store import MAX_RECORD_CHARS
 from optimizer.prompts import PromptBudget, Recorded, quote_untrusted, untrusted_block, user_prompt
@@ -41,6 +41,7 @@ from sandbox.runtime import _checked
 from tests.scripted_llm import Reply, ScriptedLLM, client_for, text, tool_call
 
 from .conftest import make_spec
+from .test_history import _rewrite as rewrite  # what an attacker who can write the file does
 
 TERMINATE = tool_call("terminate", {"reason": "done"})
 
@@ -81,27 +82,6 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = review_command(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def rewrite(path: Path, change: Any) -> None:
-    """Rewrite every record with recomputed hashes (an attacker who can write the file)."""
-    db = sqlite3.connect(path / "history.sqlite", isolation_level=None)
-    try:
-        rows = db.execute("SELECT * FROM records ORDER BY seq").fetchall()
-        prev = genesis_hash(db.execute("SELECT value FROM meta WHERE key = 'run_id'")
-                            .fetchone()[0])
-        db.execute("BEGIN")
-        for seq, when, kind, step, epoch, data_text, _, _ in rows:
-            data = json.loads(data_text)
-            change(seq, kind, data)
-            digest = record_hash(prev, record_content(seq, when, kind, step, epoch, data))
-            db.execute("UPDATE records SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                       (canonical_json(data), prev, digest, seq))
-            prev = digest
-        db.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (prev,))
-        db.execute("COMMIT")
-    finally:
-        db.close()
 
 
 # -- 1. approvals and locks bind to the whole reviewed spec ---------------------------------------
@@ -153,8 +133,7 @@ def test_a_spec_only_revision_is_a_new_version_that_needs_its_own_approval(
 
     # an approval record moved onto the other spec (hashes recomputed) is caught by verify
     approvals = [s for s, k, d in _records(run) if k == "approval"]
-    rewrite(run, lambda s, k, d: d.update(spec_hash=one.spec_hash) if s == approvals[-1]
-            else None)
+    rewrite(run, lambda s, d: d.update(spec_hash=one.spec_hash) if s == approvals[-1] else None)
     report = verify_history(run)
     assert not report.ok and report.first_broken is not None
     assert report.first_broken.seq == approvals[-1] and "spec hash" in report.summary()
@@ -354,8 +333,9 @@ def test_tampered_verdicts_show_as_tampered_never_as_markup(
     shutil.copytree(spec_swap_run, run)
     assert cli(capsys, "approve", str(run), "double@2", "--why", "ok", "--by", "bob")[0] == 0
     evil = 'approve" onmouseover="alert(1)'
-    rewrite(run, lambda s, k, d: d.update(verdict=evil, why="line\n  forged@9  passed")
-            if k == "approval" else None)
+    approvals = {s for s, k, _ in _records(run) if k == "approval"}
+    rewrite(run, lambda s, d: d.update(verdict=evil, why="line\n  forged@9  passed")
+            if s in approvals else None)
     page = render_html(build_review(run))
     assert "onmouseover" not in page.replace("onmouseover=&quot;", "")
     assert 'class="badge tampered"' in page and "alert(1)" not in page.split("<main>")[0]
