@@ -465,8 +465,8 @@ def _feedback(result: ChatResult, error: str, mode: Mode) -> list[dict[str, Any]
     fix = f"Your reply could not be used: {error}. Reply again, correctly."
     if mode == "tools" and result.tool_calls:
         msgs: list[dict[str, Any]] = [replayed(result)]
-        msgs += [{"role": "tool", "tool_call_id": c.id, "content": fix}
-                 for c in result.tool_calls]
+        msgs += [{"role": "tool", "tool_call_id": c["id"], "content": fix}
+                 for c in msgs[0]["tool_calls"]]
         return msgs
     return [{"role": "assistant", "content": replayed(result).get("content") or ""},
             {"role": "user", "content": fix}]

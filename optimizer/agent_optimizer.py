@@ -517,9 +517,9 @@ def _outcome_messages(reply: ActionReply, outcomes: list[str]) -> list[dict[str,
     result = reply.results[-1]
     if reply.mode == "tools" and result.tool_calls:
         messages: list[dict[str, Any]] = [replayed(result)]  # summarised when large
-        for i, call in enumerate(result.tool_calls):
+        for i, call in enumerate(messages[0]["tool_calls"]):
             text = outcomes[i] if i < len(outcomes) else "Not applied."
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
         return messages
     return [{"role": "assistant", "content": replayed(result).get("content") or ""},
             {"role": "user", "content": "\n".join(outcomes) or "Nothing was applied."}]

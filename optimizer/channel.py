@@ -92,9 +92,14 @@ def check_function_size(action: str, raw: Any) -> None:
 def replayed(result: ChatResult) -> dict[str, Any]:
     """An earlier reply as the assistant message to send back: as it was when small; past
     REPLAY_CHARS its text is cut and each tool call's arguments become a one-line summary (still
-    valid JSON, so templates that parse arguments accept it). Always sendable text."""
+    valid JSON, so templates that parse arguments accept it); at most MAX_ACTIONS_PER_REPLY tool
+    calls. Always sendable text."""
     message = result.assistant_message()
     calls = message.get("tool_calls") or []
+    if len(calls) > MAX_ACTIONS_PER_REPLY:  # the caller answers only the calls kept here
+        message["tool_calls"] = calls = calls[:MAX_ACTIONS_PER_REPLY]
+        message["content"] = (f"{message.get('content') or ''} ({len(result.tool_calls)} tool "
+                              "calls; the first ones are shown)").strip()
     size = len(message.get("content") or "") + sum(len(c["function"]["arguments"] or "")
                                                    for c in calls)
     if message.get("content") is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from optimizer import AgentOptimizer, OptimizerSettings
+from optimizer.actions import Terminate, request_actions
 from optimizer.agent_optimizer import _rejection
 from optimizer.channel import MAX_RECORDED_CHARS
 from optimizer.history import (
@@ -387,3 +388,21 @@ def test_a_guard_refusal_on_a_smoke_input_rejects_too(sandbox: Sandbox) -> None:
     assert stages["tests"].passed and not report.passed
     assert any(f.rule == "isolation.guard" and f.message.startswith("smoke")
                for f in stages["isolation"].findings)
+
+
+def test_a_flood_of_tool_calls_is_refused_and_replayed_within_the_budget(
+        scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = client_for(scripted_llm, monkeypatch)
+    flood = Reply(tool_calls=[("terminate", {"reason": "x" * 200})] * 500)
+    scripted_llm.push(flood, TERMINATE)
+    seen: list[tuple[int, str | None]] = []
+    messages = [{"role": "system", "content": "You improve functions."},
+                {"role": "user", "content": "Go."}]
+    reply = request_actions(client, messages, max_prompt_tokens=2000,
+                            on_exchange=lambda req, res, err: seen.append((len(req), err)))
+    assert reply.actions == (Terminate("done"),) and reply.attempts == 2
+    assert seen[0][1] is not None and "500 tool calls" in seen[0][1] and seen[1][1] is None
+    retry = scripted_llm.requests[1]
+    assert _request_chars(retry) / 3.2 <= 2000
+    assert sum(m["role"] == "tool" for m in retry["messages"]) <= 8
+    client.close()

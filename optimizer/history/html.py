@@ -26,7 +26,7 @@ from typing import Any
 
 from sandbox.text import terminal_safe
 
-from .review import CallStats, FunctionVersion, ProposalInfo, Review, summarize
+from .review import CallStats, FunctionVersion, ProposalInfo, Review, known, summarize
 
 __all__ = ["CSP", "STYLE", "diff_html", "e", "highlight", "render_html", "t"]
 
@@ -424,8 +424,8 @@ class _Page:
 
     @staticmethod
     def finding(f: dict[str, Any]) -> str:
-        severity = str(f.get("severity", "error"))
-        css = "rejected" if severity == "error" else "flagged"
+        severity = known(f.get("severity", "error"), ("error", "warning"))
+        css = {"error": "rejected", "warning": "flagged"}.get(severity, "tampered")
         return (f"<li>{_badge(severity, css)}<b>{t(f.get('rule'))}</b> line "
                 f"{e(f.get('line'))}:{e(f.get('col'))}: {t(f.get('message'), 2000)}</li>")
 
