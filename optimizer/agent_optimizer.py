@@ -60,9 +60,10 @@ from .actions import (
     action_name,
     request_actions,
 )
+from .channel import recorded_response, replayed
 from .errors import ActionParseError, OptimizerStateError
 from .events import Event, EventSink
-from .llm import LLMClient
+from .llm import ChatResult, LLMClient
 from .llm.config import resolve_llm_config
 from .math import Grader
 from .prompts import PromptBudget, Recorded, system_prompt, user_prompt
@@ -331,30 +332,43 @@ class AgentOptimizer:
     def _ask(self, messages: list[dict[str, Any]], allowed: list[str],
              slot: int) -> ActionReply | None:
         t0 = time.monotonic()
+
+        def exchange(request: list[dict[str, Any]], result: ChatResult | None,
+                     error: str | None) -> None:  # every request and response, as it happens
+            self._record_exchange(request, result, error, slot)
+
         try:
             reply = request_actions(self.client, messages, role="optimizer",
                                     max_attempts=self.settings.parse_attempts,
                                     temperature=self.settings.temperature,
                                     max_tokens=self.settings.max_tokens,
-                                    seed=self.settings.seed, allowed=allowed)
+                                    seed=self.settings.seed, allowed=allowed,
+                                    max_prompt_tokens=self.settings.budget.max_prompt_tokens,
+                                    on_exchange=exchange)
         except ActionParseError as exc:
             self._clock["llm"] += time.monotonic() - t0
             self._emit("refused", {"action": None, "name": None,
                                    "why": f"no usable reply: {exc}", "errors": list(exc.errors)})
             return None
         self._clock["llm"] += time.monotonic() - t0
-        for result in reply.results:
+        return reply
+
+    def _record_exchange(self, request: list[dict[str, Any]], result: ChatResult | None,
+                         error: str | None, slot: int) -> None:
+        """One llm_call record per request as sent (within the budget), with its response cut
+        to the record limit (channel.recorded_response), parseable or not."""
+        if result is not None:
             self._counts["prompt"] += result.prompt_tokens
             self._counts["completion"] += result.completion_tokens
-            self._emit("llm_call", {
-                "role": "optimizer", "model": result.model, "slot": slot + 1,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "attempts": result.attempts,
-                "cached": result.cached, "request": messages,
-                "response": {"text": result.text, "tool_calls": [
-                    {"name": c.name, "arguments": c.arguments} for c in result.tool_calls]},
-                "parse_errors": list(reply.errors)})
-        return reply
+        self._emit("llm_call", {
+            "role": "optimizer", "model": result.model if result else self.optimizer_model,
+            "slot": slot + 1, "prompt_tokens": result.prompt_tokens if result else 0,
+            "completion_tokens": result.completion_tokens if result else 0,
+            "attempts": result.attempts if result else 0,
+            "cached": result.cached if result else False, "request": request,
+            "response": recorded_response(result) if result else None,
+            "parse_errors": [error] if error and result else [],
+            "error": error if result is None else None})
 
     def _apply(self, action: Action, slot: int, attempt: int) -> tuple[bool, str]:
         """(applied, what to tell the model). Nothing unvetted is ever applied."""
@@ -399,7 +413,8 @@ class AgentOptimizer:
             self.library.revise(action.function, report)
         self._counts["applied"] += 1
         self._emit("applied", {"action": kind, "name": name, "version": self.library.version,
-                               "code_hash": action.function.code_hash})
+                               "code_hash": action.function.code_hash,
+                               "spec_hash": action.function.spec_hash})
         warnings = "; ".join(f.message for f in report.warnings)[:600]
         note = f" Vetting warnings (not blocking): {warnings}" if warnings else ""
         return True, f"Applied: {name} passed vetting and is in the library.{note}"
@@ -576,10 +591,10 @@ def _outcome_messages(reply: ActionReply, outcomes: list[str]) -> list[dict[str,
     """The reply and what became of each of its actions, in the protocol's own form."""
     result = reply.results[-1]
     if reply.mode == "tools" and result.tool_calls:
-        messages: list[dict[str, Any]] = [result.assistant_message()]
-        for i, call in enumerate(result.tool_calls):
+        messages: list[dict[str, Any]] = [replayed(result)]  # summarised when large
+        for i, call in enumerate(messages[0]["tool_calls"]):
             text = outcomes[i] if i < len(outcomes) else "Not applied."
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
         return messages
-    return [{"role": "assistant", "content": result.text or ""},
+    return [{"role": "assistant", "content": replayed(result).get("content") or ""},
             {"role": "user", "content": "\n".join(outcomes) or "Nothing was applied."}]

@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol
 
 from sandbox import FunctionLibrary, FunctionSpec, VetReport
 
+from .quoting import quote_untrusted
+
 __all__ = ["EpisodeRegistration", "LLMRegistrar", "LLMRegistration", "LibraryPresentation",
            "register_for_episode", "signature", "tools_for", "usage_example"]
 
@@ -116,9 +118,8 @@ def _py(value: Any) -> str:
 
 
 def _one_line(text: str, limit: int) -> str:
-    """Untrusted text as one line that cannot close the code block it sits in."""
-    text = " ".join(text.replace("`", "'").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """Untrusted text as one quoted line that cannot close the code block it sits in."""
+    return quote_untrusted(" ".join(text.replace("`", "'").split()), limit)
 
 
 def _tool(spec: FunctionSpec) -> dict[str, Any]:

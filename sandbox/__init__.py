@@ -14,8 +14,8 @@ What the optimizer (and any other host program) shares with the sandbox, so it n
 into a module of it:
     EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_BUG, report_bug
                      the exit status every fnforge command uses, and how a bug is reported
-    terminal_safe, markup_safe
-                     untrusted text made safe to print (sandbox/text.py)
+    terminal_safe, markup_safe, template_safe, container_text
+                     text a host may show, paste into a prompt, or take from a container
     write_text_atomic, write_json_atomic, append_line
                      state files that survive a crash (sandbox/files.py)
     read_json_file, JsonLimits
@@ -61,7 +61,7 @@ from .results import AuditEvent, CallResult, ErrorInfo, ErrorKind, RunResult
 from .runtime import Sandbox
 from .schema import JsonLimits, read_json_file
 from .spec import FunctionSpec, FunctionTest
-from .text import markup_safe, terminal_safe
+from .text import container_text, markup_safe, template_safe, terminal_safe
 from .vetting import Finding, StageResult, VerdictCache, VetReport, vet
 
 __all__ = [
@@ -103,12 +103,14 @@ __all__ = [
     "append_line",
     "build_image",
     "cache_dir",
+    "container_text",
     "image_tag",
     "markup_safe",
     "pid_alive",
     "policy_hash",
     "read_json_file",
     "report_bug",
+    "template_safe",
     "terminal_safe",
     "vet",
     "write_json_atomic",

@@ -25,6 +25,7 @@ from .errors import EngineUnavailable, SandboxBroken, engine_errors
 from .image import LABEL
 from .limits import SANDBOX_UID, Limits
 from .runner.protocol import loads_bounded
+from .text import container_text
 
 __all__ = ["OWNER_LABEL", "Stream", "check_runtime", "connect", "container_options", "gc",
            "pid_alive", "remove"]
@@ -234,7 +235,7 @@ class Stream:
                 self.stderr += payload
 
     def _stderr_tail(self) -> str:
-        tail = self.stderr.decode("utf-8", "replace").strip()[-2000:]
+        tail = container_text(self.stderr.decode("utf-8", "replace").strip()[-2000:], 2000)
         return f"; runner stderr: {tail}" if tail else ""
 
     def close(self) -> None:

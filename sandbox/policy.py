@@ -448,7 +448,7 @@ class SizeLimits:
     max_ast_depth: int = 100  # checked iteratively before any recursive visitor runs
     max_helpers: int = 8  # top-level defs besides the main function
     max_name_chars: int = 64
-    max_description_chars: int = 4_000
+    max_description_chars: int = 400  # one line in prompts (vetting/shape.py)
     max_parameters: int = 24
     max_tests: int = 32
     max_string_constant: int = 8_192

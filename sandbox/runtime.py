@@ -44,6 +44,7 @@ from .policy import policy_for_runner
 from .results import AuditEvent, CallResult, ErrorInfo, ErrorKind, RunResult
 from .schema import validate_arguments
 from .spec import FunctionSpec
+from .text import container_text, container_value
 from .vetting import VerdictCache, VetReport, vet
 
 __all__ = ["Sandbox"]
@@ -92,7 +93,7 @@ class _Worker:
                                    "limits": limits.to_dict()}, _START_TIMEOUT_S)
             if answer.get("ok") is not True:
                 raise SandboxBroken("the runner refused its configuration: "
-                                    f"{str(answer.get('error'))[:500]}")
+                                    f"{container_text(str(answer.get('error')), 500)}")
         except BaseException:
             self.close_quietly()  # what failed is what the caller hears of, not the clean-up
             raise
@@ -105,7 +106,7 @@ class _Worker:
         except TimeoutError:
             raise _NoAnswer(f"the runner gave no answer within {wait_s:g} s") from None
         if response.get("id") is None and "retire" in response:
-            raise _Retired(str(response["retire"])[:500])
+            raise _Retired(container_text(str(response["retire"]), 500))
         if response.get("id") != message["id"]:
             raise SandboxBroken("the runner answered out of turn")
         self.calls += 1
@@ -405,9 +406,9 @@ class Sandbox:
                     ErrorKind.TIMEOUT if isinstance(failure, _NoAnswer) else ErrorKind.CRASHED)
             return {**_EMPTY, "timed_out": kind is ErrorKind.TIMEOUT,
                     "oom_killed": end == "oom",
-                    "error": ErrorInfo(kind, _CONDITION[kind],
+                    "error": ErrorInfo(kind, _CONDITION[kind], container_text(
                                        f"container lost ({cause or 'replaced'}): {failure}",
-                                       container_end=end),
+                                       4000), container_end=end),
                     "exit_code": -9, "duration_ms": (time.monotonic() - started) * 1000}
         raise AssertionError("unreachable")
 
@@ -565,7 +566,9 @@ _KINDS = {k.value: k for k in ErrorKind}
 
 def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
     """The fields of a CallResult/RunResult from the runner's answer, each checked for type
-    and size; SandboxBroken (and so a replaced container) for anything else."""
+    and size; SandboxBroken (and so a replaced container) for anything else. Every string in
+    it (value, stdout, stderr, error type, message, traceback, audit) goes through
+    `container_text` here, the one place the host takes text from a runner."""
     def broken(why: str) -> SandboxBroken:
         return SandboxBroken(f"the runner's answer is malformed: {why}")
 
@@ -578,13 +581,14 @@ def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
     for name in ("stdout", "stderr"):
         if not isinstance(answer.get(name), str) or len(answer[name]) > text_cap:
             raise broken(f"{name} is not a bounded string")
-        out[name] = answer[name]
+        out[name] = container_text(answer[name], text_cap)
     duration = answer.get("duration_ms")
     if isinstance(duration, bool) or not isinstance(duration, int | float) or \
             not math.isfinite(duration) or duration < 0:
         raise broken("duration_ms is not a non-negative number")
     out["duration_ms"] = float(duration)
-    out["value"] = answer.get("value") if out["ok"] else None
+    out["value"] = container_value(answer.get("value"), limits.max_value) if out["ok"] \
+        else None
     out["error"] = _error_info(answer.get("error"), broken)
     if out["ok"] == (out["error"] is not None):
         raise broken("ok and error disagree")
@@ -596,7 +600,8 @@ def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
         if not isinstance(event, dict) or not isinstance(event.get("event"), str) or \
                 not isinstance(event.get("detail"), str):
             raise broken("an audit event is not {event, detail}")
-        events.append(AuditEvent(event["event"][:200], event["detail"][:2000]))
+        events.append(AuditEvent(container_text(event["event"], 200),
+                                 container_text(event["detail"], 2000)))
     out["audit"] = events
     if op == "run":
         code = answer.get("exit_code")
@@ -616,7 +621,7 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
         value = raw.get(name, "")
         if not isinstance(value, str) or len(value) > cap:
             raise broken(f"error.{name} is not a bounded string")
-        fields.append(value)
+        fields.append(container_text(value, cap))
     return ErrorInfo(_KINDS[raw["kind"]], *fields)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from sandbox import terminal_safe
 
-from .review import CallStats, FunctionVersion, ProposalInfo, Review, summarize
+from .review import CallStats, FunctionVersion, ProposalInfo, Review, known, summarize
 
 __all__ = ["CSP", "STYLE", "diff_html", "e", "highlight", "render_html", "t"]
 
@@ -54,7 +54,7 @@ pre{margin:0;white-space:pre-wrap;word-break:break-word}
 .verdict.broken{background:#fbe3e1;color:var(--bad)}
 .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:12px;margin-right:4px;
 border:1px solid currentColor}
-.badge.rejected,.badge.refused,.badge.deny,.badge.broken{color:var(--bad)}
+.badge.rejected,.badge.refused,.badge.deny,.badge.broken,.badge.tampered{color:var(--bad)}
 .badge.passed,.badge.applied,.badge.approve,.badge.best{color:var(--ok)}
 .badge.flagged,.badge.pending,.badge.unreviewed{color:var(--warn)}
 .version{border:1px solid var(--line);border-radius:6px;padding:8px 12px;margin:10px 0;
@@ -212,8 +212,17 @@ def _when(t: float | None) -> str:
         return "?"
 
 
+_BADGE_CLASSES = frozenset({"rejected", "refused", "deny", "broken", "tampered", "passed",
+                            "applied", "approve", "best", "trial", "flagged", "pending",
+                            "unreviewed", "not-vetted"})
+
+
 def _badge(text: str, css: str | None = None) -> str:
-    return f'<span class="badge {css or text}">{e(text)}</span>'
+    """A badge; its class is one of the stylesheet's (anything else, data from the database
+    included, becomes "tampered"), its text escaped."""
+    cls = (css or text).replace(" ", "-")
+    return (f'<span class="badge {cls if cls in _BADGE_CLASSES else "tampered"}">'
+            f"{e(text)}</span>")
 
 
 def _table(head: Iterable[str], rows: Iterable[str], css: str = "") -> str:
@@ -374,16 +383,19 @@ class _Page:
             f'{e(", ".join(v.imports) or "none")}</p>',
             self.version_proposals(v.proposals),
             f"<details open><summary>code</summary>{code_block(v.code)}</details>"]
+        spec = _spec_text(v)
+        parts.append(f'<details open class="spec"><summary>description and spec (spec hash '
+                     f'<span class="mono">{e(v.spec_hash[:16])}</span>)</summary>'
+                     f"<pre>{e(spec)}</pre></details>")
         if v.previous is not None:
-            parts.append(f"<details><summary>diff to {self.link(v.previous)}</summary>"
-                         f"{diff_html(v.previous.code, v.code, v.previous.ref, v.ref)}"
-                         "</details>")
+            p = v.previous
+            spec_diff = diff_html(_spec_text(p), spec, p.ref, v.ref).replace(
+                "No change in the code (only the spec differs).", "No change in the spec.")
+            parts.append(f"<details open><summary>diff to {self.link(p)}</summary>"
+                         f"<h5>code</h5>{diff_html(p.code, v.code, p.ref, v.ref)}"
+                         f'<h5>spec</h5><div class="spec-diff">{spec_diff}</div></details>')
         else:
             parts.append('<p class="muted">First version of this name.</p>')
-        spec = json.dumps({k: x for k, x in v.spec.items() if k != "code"}, indent=1,
-                          ensure_ascii=False)
-        parts.append(f"<details><summary>description and spec</summary><pre>{e(spec)}</pre>"
-                     "</details>")
         for vet in v.vets:
             parts.append(self.vet(vet.seq, vet.passed, vet.stages, vet.untested, vet.cached))
         audit = v.audit
@@ -432,8 +444,8 @@ class _Page:
 
     @staticmethod
     def finding(f: dict[str, Any]) -> str:
-        severity = str(f.get("severity", "error"))
-        css = "rejected" if severity == "error" else "flagged"
+        severity = known(f.get("severity", "error"), ("error", "warning"))
+        css = {"error": "rejected", "warning": "flagged"}.get(severity, "tampered")
         return (f"<li>{_badge(severity, css)}<b>{t(f.get('rule'))}</b> line "
                 f"{e(f.get('line'))}:{e(f.get('col'))}: {t(f.get('message'), 2000)}</li>")
 
@@ -547,6 +559,11 @@ class _Page:
         return ('<section id="timeline"><h2>Timeline</h2>'
                 + _table(["record", "time (UTC)", "step", "epoch", "kind", "what"], rows,
                          "timeline") + note + "</section>")
+
+
+def _spec_text(v: FunctionVersion) -> str:
+    """The spec but its code (shown above it), as the reviewer compares it between versions."""
+    return json.dumps(v.spec_without_code, indent=1, sort_keys=True, ensure_ascii=False)
 
 
 def render_html(review: Review) -> str:

@@ -150,7 +150,7 @@ def build_lock(review: Review) -> LockFile:
             excluded.append({**entry, "why": f"denied by {approval.who}: {approval.why}"})
         else:
             functions.append(LockedFunction(
-                name, version.version, version.code_hash, vet.spec_hash,
+                name, version.version, version.code_hash, version.spec_hash,
                 [{**a.to_dict(), "when": _iso(a.time)} for a in version.approvals]))
     return LockFile(report.run_id or "", _iso(None), report.head_seq, report.head_hash,
                     functions, excluded)
@@ -222,7 +222,8 @@ def _from_run(lock: LockFile, run_dir: Path) -> Candidates:
         version = next((v for v in review.versions
                         if v.name == locked.name and v.version == locked.version), None)
         vet = version.passing_vet if version is not None else None
-        spec_data = version.specs.get(vet.spec_hash) if version and vet else None
+        spec_data = version.spec if version and vet and \
+            version.spec_hash == locked.spec_hash else None
         if version is None or vet is None or spec_data is None:
             continue  # reported as missing by the caller
         try:

@@ -15,8 +15,9 @@ What `verify` checks, in one read-only pass (a consistent snapshot, even while a
   matches its record (function, code and spec hash, verdict) and vets code proposed earlier;
   every vet verdict agrees with its own stages and findings; every applied add/revise applies
   code whose vetting passed earlier; llm_call request and
-  response hashes are recomputed; every approval names an existing NAME@VERSION with that
-  version's code hash (and an approval only a version that passed vetting);
+  response hashes are recomputed; every approval names an existing NAME@VERSION (a version is
+  a distinct spec: code, description, parameters, tests) with that version's code hash and spec
+  hash (and an approval only a version whose very spec passed vetting);
 - a pin, when given (`--expect-head`, or a lock file's head): that hash is a record of the chain.
 
 What it cannot detect: a whole history rewritten by someone who can write the file and
@@ -430,8 +431,9 @@ class _ContentChecks:
         self.problem = problem
         self.proposed: set[tuple[str, str]] = set()  # (name, code_hash)
         self.proposed_specs: set[tuple[str, str]] = set()  # (name, spec_hash)
-        self.passed: set[tuple[str, str]] = set()
-        self.versions: dict[str, list[str]] = {}  # name -> distinct code hashes, in order
+        self.passed: set[tuple[str, str]] = set()  # (name, code_hash)
+        self.passed_specs: set[tuple[str, str, str]] = set()  # (name, code_hash, spec_hash)
+        self.versions: dict[str, list[tuple[str, str]]] = {}  # name -> distinct (code, spec)
 
     def check(self, r: Record) -> None:
         handler = getattr(self, f"_{r.kind}", None)
@@ -464,8 +466,8 @@ class _ContentChecks:
         self.proposed.add((name, code_hash))
         self.proposed_specs.add((name, spec_hash(spec)))
         known = self.versions.setdefault(name, [])
-        if code_hash not in known:
-            known.append(code_hash)
+        if (code_hash, spec_hash(spec)) not in known:
+            known.append((code_hash, spec_hash(spec)))
 
     def _vet(self, r: Record) -> None:
         d = r.data
@@ -497,12 +499,18 @@ class _ContentChecks:
                          "no earlier proposal holds")
         if d["passed"]:
             self.passed.add((name, code_hash))
+            self.passed_specs.add((name, code_hash, s_hash))
 
     def _applied(self, r: Record) -> None:
         d = r.data
-        if d.get("action") in ("add_function", "revise_function") and \
-                (d["name"], d["code_hash"]) not in self.passed:
+        if d.get("action") not in ("add_function", "revise_function"):
+            return
+        if (d["name"], d["code_hash"]) not in self.passed:
             self.problem(r.seq, "content", f"record {r.seq}: applies code of "
+                         f"{d['name']!r:.80} whose vetting passed nowhere earlier")
+        elif "spec_hash" in d and (d["name"], d["code_hash"], d["spec_hash"]) \
+                not in self.passed_specs:
+            self.problem(r.seq, "content", f"record {r.seq}: applies a spec of "
                          f"{d['name']!r:.80} whose vetting passed nowhere earlier")
 
     def _llm_call(self, r: Record) -> None:
@@ -517,6 +525,7 @@ class _ContentChecks:
     def _approval(self, r: Record) -> None:
         d = r.data
         name, version, code_hash = d["name"], d["version"], d["code_hash"]
+        s_hash = d.get("spec_hash")
         if d.get("verdict") not in ("approve", "deny"):
             self.problem(r.seq, "content", f"record {r.seq}: an approval's verdict must be "
                          "approve or deny")
@@ -528,9 +537,13 @@ class _ContentChecks:
                 not 1 <= version <= len(known):
             self.problem(r.seq, "content", f"record {r.seq}: approval of {name!s:.80}@"
                          f"{version!s:.20}, a version no earlier proposal made")
-        elif known[version - 1] != code_hash:
+        elif known[version - 1][0] != code_hash:
             self.problem(r.seq, "content", f"record {r.seq}: approval of {name}@{version} "
                          "names another code hash than that version's")
-        elif d.get("verdict") == "approve" and (name, code_hash) not in self.passed:
+        elif s_hash is not None and known[version - 1][1] != s_hash:
+            self.problem(r.seq, "content", f"record {r.seq}: approval of {name}@{version} "
+                         "names another spec hash than that version's")
+        elif d.get("verdict") == "approve" and \
+                (name, code_hash, known[version - 1][1]) not in self.passed_specs:
             self.problem(r.seq, "content", f"record {r.seq}: approves {name}@{version}, which "
                          "never passed vetting")
