@@ -93,14 +93,16 @@ SAME_CODE_NEW_SPEC = fn("double", "return 2 * n", 4,
 @pytest.fixture(scope="module")
 def spec_swap_run(tmp_path_factory: pytest.TempPathFactory, sandbox: Sandbox) -> Path:
     """Step 1 adds double; step 2 revises it with the very same code and a new description
-    and schema (no bounds either way): the attack of issue 19."""
+    and schema (no bounds either way): the attack of issue 19; step 3 keeps the revision as the
+    best set, the one a lock pins."""
     root = tmp_path_factory.mktemp("spec-swap")
     server = ScriptedLLM().start()
     try:
         with pytest.MonkeyPatch.context() as mp:
             optimizer_run(root, server, mp, sandbox, [
                 [tool_call("add_function", fn("double", "return 2 * n", 4)), TERMINATE],
-                [tool_call("revise_function", SAME_CODE_NEW_SPEC), TERMINATE]])
+                [tool_call("revise_function", SAME_CODE_NEW_SPEC), TERMINATE],
+                [TERMINATE]])  # the revision scored (a tie, accepted): it is the best set
     finally:
         server.stop()
     return root
