@@ -204,6 +204,8 @@ def review_the_history(run: Path) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
     shown = review(str(run), "--out", str(run / "review.html"))
     assert shown.returncode == 0, shown.stderr
+    # offered in epochs 2 and 3; called in epoch 2 only (beside `hurt`, the script answers by hand)
+    assert re.search(r"add_numbers@1 .*used in 6/12 conversations", shown.stdout), shown.stdout
     html = (run / "review.html").read_text()
     assert "shell" in html and "add_numbers" in html and "static.import" in html
     with sqlite3.connect(run / "history.sqlite") as db:

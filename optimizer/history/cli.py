@@ -126,7 +126,8 @@ def _print_summary(console: Console, review: Review) -> None:
                   f"({sum(not c.data.get('ok') for c in calls)} failed), "
                   f"{kinds.get('approval', 0)} approvals")
     if review.versions:
-        console.print("[bold]function versions[/] (vetting, library, calls, review, model):")
+        console.print("[bold]function versions[/] (vetting, library, calls, use, review, "
+                      "model):")
         width = min(40, max(len(v.ref) for v in review.versions))
         for v in review.versions:
             approval = v.approval
@@ -137,6 +138,7 @@ def _print_summary(console: Console, review: Review) -> None:
             console.print(f"  {_line(v.ref.ljust(width), 200)}  {vetting}  "
                           f"{_membership(v)}  "
                           f"{v.calls.calls} calls ({v.calls.failures} failed)  "
+                          f"used in {v.used}/{v.offered} conversations  "
                           f"{_line(verdict, 120)}  "
                           f"{_line(', '.join(v.models) or 'model unknown', 80)}{flags}")
     rejected = [v for v in review.versions if v.rejected]

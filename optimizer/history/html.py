@@ -343,7 +343,8 @@ class _Page:
             rows.append(f"<tr><td>{t(name)}</td><td>{self.link(v)}</td>"
                         f'<td class="mono">{e(v.code_hash[:16])}</td>'
                         f"<td>{self.approval_badge(v)}</td>"
-                        f"<td>{v.calls.calls} calls, {v.calls.failures} failed</td></tr>")
+                        f"<td>{v.calls.calls} calls, {v.calls.failures} failed; used in "
+                        f"{v.used} of {v.offered} conversations that offered it</td></tr>")
         if not rows:
             return f'<p class="muted">{empty}</p>'
         return _table(["name", "version", "code hash", "review", "calls"], rows)

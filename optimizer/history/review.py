@@ -166,6 +166,8 @@ class FunctionVersion:
     approvals: list[ApprovalInfo] = field(default_factory=list)
     calls: CallStats = field(default_factory=CallStats)
     previous: FunctionVersion | None = None
+    offered: int = 0  # conversations whose assistant was offered this version
+    used: int = 0  # of those, conversations that called it (as a tool or by name in code)
     in_best: bool = False  # in the best set: library.json, what `eval` and a deployment use
     in_last_trial: bool = False  # in the set the optimizer held when the run stopped
     applied: bool = False
@@ -442,6 +444,17 @@ class _Builder:
             for name in list(self.state):
                 if name not in self.registered:
                     del self.state[name]
+
+    def _conversation(self, r: Record) -> None:
+        """Use: which versions a conversation was offered and which it called."""
+        d = r.data
+        raw = d.get("library_calls")
+        calls: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        for name in d.get("functions") or []:
+            version = self.state.get(str(name))
+            if version is not None:
+                version.offered += 1
+                version.used += bool(calls.get(name))
 
     def _call(self, r: Record) -> None:
         d = r.data
