@@ -111,15 +111,17 @@ class ScriptedLLM:
     def __init__(self, models: tuple[str, ...] = ("scripted-model",),
                  latency: float = 0.0, token_latency: float = 0.0,
                  responder: Callable[[dict[str, Any]], Reply | None] | None = None,
-                 slots: int | None = None) -> None:
+                 slots: int | None = None, stream_usage: bool = True) -> None:
         """`responder`, when given, answers each request from its body (for conversations run
         concurrently, where a fixed order of replies cannot hold); None falls back to the
-        pushed script. `slots`: replies generated at once (None: no limit)."""
+        pushed script. `slots`: replies generated at once (None: no limit). `stream_usage`:
+        False leaves the usage out of streams even when asked for (llama-cpp-python does)."""
         self.models = models
         self.responder = responder
         self.latency = latency              # added to every chat reply (benchmarks)
         self.token_latency = token_latency  # between generated pieces
         self.slots = slots
+        self.stream_usage = stream_usage
         self._slot = threading.BoundedSemaphore(slots) if slots else None
         self.generations: list[Generation] = []
         self.in_flight = 0                  # replies generating now
@@ -199,6 +201,9 @@ class ScriptedLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: with Nagle's algorithm the body
+            # waited for the client's delayed ACK, 40 ms on every reply "answered at once".
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
@@ -226,6 +231,10 @@ class ScriptedLLM:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 path = self.path.split("?", 1)[0].rstrip("/")
+                if path == "/extras/tokenize/count":  # llama-cpp-python's; a word a token here
+                    count = len(list(_pieces(json.loads(raw).get("input", ""))))
+                    self._send(200, json.dumps({"count": count}).encode())
+                    return
                 if not path.endswith("/chat/completions"):  # /v1/... or Azure's deployments
                     self._send(404, b'{"error": {"message": "no such path"}}')
                     return
@@ -358,7 +367,8 @@ class ScriptedLLM:
                 finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
                 if not send({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}):
                     return
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if server.stream_usage and (body.get("stream_options") or {}).get(
+                        "include_usage"):
                     send({"choices": [], "usage": {
                         "prompt_tokens": reply.prompt_tokens, "completion_tokens": gen.tokens,
                         "total_tokens": reply.prompt_tokens + gen.tokens}})
