@@ -198,13 +198,16 @@ def test_the_embedded_model_streams_except_an_automatic_tool_choice(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """llama-cpp-python cannot stream tool_choice "auto" with tools: that request goes whole,
     with a timeout from its size rather than a fixed total; every other one is streamed."""
-    server = ScriptedLLM(slots=1).start()
+    server = ScriptedLLM(slots=1, stream_usage=False).start()
     try:
         server.push(text("streamed"), tool_call("terminate", {"reason": "x"}))
         cfg = config_from_dict({"provider": "local"}, env={})
         assert cfg.streamed and cfg.in_flight_cap == 1
         client = LLMClient(cfg, base_url=server.base_url)
-        assert client.chat("assistant", MSGS).text == "streamed"
+        streamed = client.chat("assistant", MSGS)
+        assert streamed.text == "streamed"
+        # no usage in the stream: the server's tokenizer counted the messages as chatml
+        assert streamed.prompt_tokens == 1 and streamed.completion_tokens == 1
         tools = [{"type": "function", "function": {"name": "terminate", "parameters": {}}}]
         assert client.chat("optimizer", MSGS, tools=tools, tool_choice="auto").tool_calls
         assert [bool(r.get("stream")) for r in server.requests] == [True, False]

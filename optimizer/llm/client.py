@@ -567,6 +567,9 @@ class LLMClient:
             stream.close()  # the server sees the client gone and stops at its next token
         waste.tokens_generated += reply.tokens
         if reply.finish_reason is not None and not broken:
+            if reply.usage is None and self.config.provider == "local":
+                reply.usage = {"prompt_tokens": self._local_prompt_tokens(client, request),
+                               "completion_tokens": reply.tokens}
             return reply.completion(request["model"])
         if watch.gave_up is not None:
             waste.abandoned += 1
@@ -583,6 +586,18 @@ class LLMClient:
             raise _AttemptFailed(f"the stream broke after {reply.tokens} tokens ({broken})")
         raise _AttemptFailed(f"the stream ended after {reply.tokens} tokens without finishing "
                              "(the server interrupted it)")
+
+    def _local_prompt_tokens(self, client: openai.OpenAI, request: Mapping[str, Any]) -> int:
+        """The prompt's tokens as the embedded server counts them: llama-cpp-python sends no
+        usage with a stream, so its tokenizer counts the messages laid out as chatml (exact
+        without tools; tools add their schemas, counted about right). 0 if it cannot say."""
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        try:
+            response = httpx.post(f"{root}/extras/tokenize/count",
+                                  json={"input": _chatml(request)}, timeout=CONNECT_TIMEOUT_S)
+            return int(response.json()["count"]) if response.status_code == 200 else 0
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return 0
 
     def _retry_pause(self, attempt: int, attempts: int, last: str,
                      retry_after: float | None) -> None:
@@ -675,6 +690,22 @@ class LLMClient:
             prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=self._cost(model, prompt, completion), cached=cached, attempts=attempts,
             latency_s=latency, raw=data)
+
+
+def _chatml(request: Mapping[str, Any]) -> str:
+    """A request's messages as chatml-function-calling lays them out (for counting tokens)."""
+    parts = []
+    for message in request.get("messages", []):
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            content = json.dumps(content)
+        calls = "".join(f"functions.{c['function']['name']}:\n{c['function']['arguments']}"
+                        for c in message.get("tool_calls") or [])
+        parts.append(f"<|im_start|>{message.get('role')}\n{content}{calls}<|im_end|>\n")
+    tools = "".join(f"\nfunctions.{t['function']['name']}:\n"
+                    f"{json.dumps(t['function'].get('parameters'))}\n"
+                    for t in request.get("tools") or [])
+    return "".join(parts) + tools + "<|im_start|>assistant\n"
 
 
 _SLOTS_LOCK = threading.Lock()
