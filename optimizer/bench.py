@@ -335,6 +335,7 @@ def embedded_throughput(local: LLMClient, sandbox: Sandbox, grader: Grader, prob
     from .train import make_split
 
     config = load_run_config(TRAIN_CONFIG)
+    config_, base_url = local.worker_settings()  # the same server, a client of its own
     the_split = make_split(config.data)
     chosen = (list(the_split.train) + list(the_split.validation))[:problems]
     out: dict[str, Any] = {"problems": len(chosen), "concurrency": config.train.concurrency,
@@ -347,7 +348,7 @@ def embedded_throughput(local: LLMClient, sandbox: Sandbox, grader: Grader, prob
     for n in hogs:
         label = "quiet" if n == 0 else f"{n}_cpu_hogs"
         procs = [subprocess.Popen([sys.executable, "-c", CPU_HOG]) for _ in range(n)]
-        client = LLMClient(local.config, use_config_cache=False)
+        client = LLMClient(config_, use_config_cache=False, base_url=base_url)
         try:
             with _console.status(f"{len(chosen)} conversations on the embedded model ({label})"):
                 started = time.perf_counter()

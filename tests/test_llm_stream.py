@@ -76,6 +76,7 @@ def test_a_queued_request_is_not_timed_out_or_retried(slow_server: ScriptedLLM,
     for t in threads:
         t.join(30)
     assert [r.attempts for r in results] == [1, 1, 1]
+    assert sorted(r.queue_wait_s > 2.5 for r in results) == [False, True, True]
     assert all(r.completion_tokens == 60 for r in results)
     assert len(slow_server.requests) == 3 and slow_server.max_in_flight == 1
     assert all(g.finished and not g.client_gone for g in slow_server.generations)

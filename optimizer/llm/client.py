@@ -20,6 +20,7 @@ server may still have been working on the previous attempt.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
@@ -157,6 +158,7 @@ class ChatResult:
     attempts: int
     latency_s: float
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    queue_wait_s: float = 0.0  # of latency_s, waiting for a free slot of the server
 
     def assistant_message(self) -> dict[str, Any]:
         """This reply as a message to append to the conversation."""
@@ -327,8 +329,10 @@ class LLMClient:
                 self.run_usage.add_waste(waste)
         if self.cache is not None:
             self.cache.put(request, data)
-        result = self._result(data, role, request["model"], cached=False, attempts=attempts,
-                              latency=time.monotonic() - started)
+        result = dataclasses.replace(
+            self._result(data, role, request["model"], cached=False, attempts=attempts,
+                         latency=time.monotonic() - started),
+            queue_wait_s=round(waste.queue_wait_s, 3))
         with self._lock:
             for usage in (self._usage(role), self.run_usage):
                 usage.add(result.prompt_tokens, result.completion_tokens, result.cost_usd,
