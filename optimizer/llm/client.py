@@ -564,6 +564,10 @@ class LLMClient:
             for chunk in stream:
                 if reply.add(chunk):
                     watch.token()
+                if deadline is not None and watch.gave_up is None and (
+                        time.monotonic() >= deadline and reply.finish_reason is None):
+                    watch.gave_up = "deadline"  # also without a watchdog (no socket to shut)
+                    break
         except (httpx.HTTPError, openai.APIError, ValueError) as exc:
             broken = self.redact(str(exc) or type(exc).__name__)[:200]
         finally:
