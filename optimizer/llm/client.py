@@ -319,10 +319,7 @@ class LLMClient:
                                     latency=time.monotonic() - started)
         waste = Waste()
         try:
-            if self._streams(request):
-                data, attempts = self._create_streamed(request, deadline, waste)
-            else:
-                data, attempts = self._create(request, deadline, waste)
+            data, attempts = self._create(request, deadline, waste)
         finally:
             with self._lock:
                 self._usage(role).add_waste(waste)
@@ -454,68 +451,18 @@ class LLMClient:
 
     def _create(self, request: dict[str, Any], deadline: float | None,
                 waste: Waste) -> tuple[dict[str, Any], int]:
-        """Call the endpoint for a whole reply, retrying 429/5xx/connection failures with
-        bounded backoff; a deadline shortens the last wait."""
+        """The reply (whole, or streamed when ``_streams``) and the attempts it took: 429,
+        5xx, connection failures, broken answers and timeouts (for streams: silence) are
+        retried with bounded backoff, each attempt in a slot of the server."""
         client = self._connect()
-        attempts = self.config.max_retries + 1
-        timeout = self._whole_timeout(request)
-        last = ""
-        for attempt in range(1, attempts + 1):
-            self._check_deadline(deadline, request)
-            error: LLMError | None = None
-            retry_after: float | None = None
-            timed_out = False
-            with self._slot(deadline, waste, request):
-                wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
-                try:
-                    response = client.chat.completions.create(**request, timeout=max(wait, 0.01))
-                    data: dict[str, Any] = response.model_dump(mode="json", exclude_none=True)
-                    waste.tokens_generated += int(
-                        (data.get("usage") or {}).get("completion_tokens") or 0)
-                    if data.get("choices"):
-                        return data, attempt
-                    last = "an answer with no choices"  # overloaded proxies do this; try again
-                except openai.APIStatusError as exc:
-                    code = _error_code(exc)
-                    if (exc.status_code == 429 and code != "insufficient_quota") or (
-                            exc.status_code >= 500):
-                        last = f"HTTP {exc.status_code}: {self.redact(_error_message(exc))}"
-                        retry_after = _retry_after(exc.response.headers)
-                    else:
-                        error = self._translate(exc, request)
-                except openai.APITimeoutError:
-                    timed_out = True
-                    last = f"no answer within {wait:g} s (timeout)"
-                    # the server may go on generating a whole reply nobody waits for
-                    waste.abandoned += 1
-                    waste.left_running += 1
-                except openai.APIConnectionError as exc:
-                    last = f"connection failed: {self.redact(str(exc.__cause__ or exc))}"
-                except ValueError as exc:  # a 200 whose body is not JSON (proxies, broken servers)
-                    last = (f"malformed response ({type(exc).__name__}: "
-                            f"{self.redact(str(exc))[:200]})")
-            if error is not None:
-                raise error
-            self._check_deadline(deadline, request)
-            if attempt == attempts:
-                break
-            if timed_out:
-                waste.retried_while_generating += 1
-            self._retry_pause(attempt, attempts, last, retry_after)
-        raise self._unavailable(attempts, request, last)
-
-    def _create_streamed(self, request: dict[str, Any], deadline: float | None,
-                         waste: Waste) -> tuple[dict[str, Any], int]:
-        """Stream a reply, retrying what the endpoint's failures (as in _create) and a server
-        that fell silent; the tokens of a failed attempt are counted as generated."""
-        client = self._connect()
+        once = self._stream_once if self._streams(request) else self._whole_once
         attempts = self.config.max_retries + 1
         last = ""
         for attempt in range(1, attempts + 1):
             self._check_deadline(deadline, request)
             with self._slot(deadline, waste, request):
                 try:
-                    return self._stream_once(client, request, deadline, waste), attempt
+                    return once(client, request, deadline, waste), attempt
                 except _AttemptFailed as failed:
                     last, retry_after, busy = failed.why, failed.retry_after, failed.busy
             self._check_deadline(deadline, request)
@@ -525,6 +472,43 @@ class LLMClient:
                 waste.retried_while_generating += 1
             self._retry_pause(attempt, attempts, last, retry_after)
         raise self._unavailable(attempts, request, last)
+
+    def _whole_once(self, client: openai.OpenAI, request: dict[str, Any],
+                    deadline: float | None, waste: Waste) -> dict[str, Any]:
+        """One attempt at a whole reply, or _AttemptFailed; a deadline shortens the wait."""
+        timeout = self._whole_timeout(request)
+        wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        try:
+            response = client.chat.completions.create(**request, timeout=max(wait, 0.01))
+            data: dict[str, Any] = response.model_dump(mode="json", exclude_none=True)
+        except openai.APIStatusError as exc:
+            raise self._status_failure(exc, request) from None
+        except openai.APITimeoutError:
+            # the server may go on generating a whole reply nobody waits for
+            waste.abandoned += 1
+            waste.left_running += 1
+            self._check_deadline(deadline, request)
+            raise _AttemptFailed(f"no answer within {wait:g} s (timeout)", busy=True) from None
+        except openai.APIConnectionError as exc:
+            raise _AttemptFailed(
+                f"connection failed: {self.redact(str(exc.__cause__ or exc))}") from None
+        except ValueError as exc:  # a 200 whose body is not JSON (proxies, broken servers)
+            raise _AttemptFailed(f"malformed response ({type(exc).__name__}: "
+                                 f"{self.redact(str(exc))[:200]})") from None
+        waste.tokens_generated += int((data.get("usage") or {}).get("completion_tokens") or 0)
+        if not data.get("choices"):
+            raise _AttemptFailed("an answer with no choices")  # overloaded proxies do this
+        return data
+
+    def _status_failure(self, exc: openai.APIStatusError,
+                        request: Mapping[str, Any]) -> _AttemptFailed | LLMError:
+        """An HTTP error as a failed attempt to retry (429 but for quota, 5xx) or the error
+        to raise."""
+        code = _error_code(exc)
+        if (exc.status_code == 429 and code != "insufficient_quota") or exc.status_code >= 500:
+            return _AttemptFailed(f"HTTP {exc.status_code}: {self.redact(_error_message(exc))}",
+                                  _retry_after(exc.response.headers))
+        return self._translate(exc, request)
 
     def _stream_once(self, client: openai.OpenAI, request: dict[str, Any],
                      deadline: float | None, waste: Waste) -> dict[str, Any]:
@@ -542,13 +526,7 @@ class LLMClient:
                 **request, stream=True, stream_options={"include_usage": True},
                 timeout=timeout)
         except openai.APIStatusError as exc:
-            code = _error_code(exc)
-            if (exc.status_code == 429 and code != "insufficient_quota") or (
-                    exc.status_code >= 500):
-                raise _AttemptFailed(f"HTTP {exc.status_code}: "
-                                     f"{self.redact(_error_message(exc))}",
-                                     _retry_after(exc.response.headers)) from None
-            raise self._translate(exc, request) from None
+            raise self._status_failure(exc, request) from None
         except openai.APITimeoutError:
             waste.abandoned += 1
             self._check_deadline(deadline, request)
