@@ -37,7 +37,7 @@ from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, VetRe
 
 from .errors import ContextTooLong, LLMRequestError
 from .history.calls import CODE_BLOCK, call_data
-from .llm import ChatResult, LLMClient
+from .llm import ChatResult, DeadlineExceeded, LLMClient
 from .math import Grader, Problem, extract_answer
 from .registration import EpisodeRegistration, LibraryPresentation, register_for_episode
 
@@ -208,7 +208,11 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         try:
             reply = client.chat("assistant", messages, tools=tools,
                                 max_tokens=settings.max_tokens,
-                                temperature=settings.temperature)
+                                temperature=settings.temperature,
+                                deadline=started + settings.seconds)
+        except DeadlineExceeded:  # the episode's own time ran out while the model answered
+            result.outcome, result.reason = "time_limit", f"over {settings.seconds:g} s"
+            break
         except (ContextTooLong, LLMRequestError) as exc:
             if isinstance(exc, LLMRequestError) and exc.status in (None, 402, 404, 429):
                 raise  # quota, billing, a wrong URL: the endpoint's, not this episode's
