@@ -117,31 +117,31 @@ DEFAULT_EPISODE = EpisodeSettings()
 
 
 SYSTEM_PROMPT = (
-    "You solve math competition problems with Python. Think step by step, then write one "
-    "```python code block``` that computes the answer and prints it; it is run for you (sympy, "
-    "numpy, fractions and math are available) and its output comes back in the next message. "
-    "When you know the answer, reply with it in \\boxed{} and no code.")
+    "You solve math competition problems by writing Python. Reply with one ```python code "
+    "block``` that computes the answer and prints it; it is run for you (sympy, numpy, "
+    "fractions and math are available) and its output comes back in the next message. Then "
+    "reply with the final answer in \\boxed{} and no code.")
 """The same for every episode and both arms of an evaluation (a stable, cached prefix)."""
 
-
+_ASK = "Write Python that computes the answer to this problem and prints it."
+_ASK_LIBRARY = " Call the functions above where they fit."
 _PROBLEM_HEAD = "Problem: "
+"""The instruction sits in the user turn, right before the problem: the 1.5B model follows
+instructions there far better than in the system turn (README, "Learning")."""
 
 
 def user_turn(problem: Problem, registration: EpisodeRegistration) -> str:
-    """The library block first (stable across problems, so the server reuses its prefix), then
-    the problem."""
+    """The library block first (stable across problems, so the server reuses its prefix), the
+    instruction, then the problem."""
     block = registration.prompt_block()
-    return (f"{block}\n\n" if block else "") + _PROBLEM_HEAD + problem.question
+    ask = _ASK + (_ASK_LIBRARY if block else "")
+    return (f"{block}\n\n" if block else "") + f"{ask}\n\n{_PROBLEM_HEAD}{problem.question}"
 
 
 def task_of(first_user_turn: str) -> str:
-    """The problem of an episode's first user turn, without the library block."""
-    if first_user_turn.startswith(_PROBLEM_HEAD):
-        return first_user_turn[len(_PROBLEM_HEAD):]
-    block_end = first_user_turn.find("```\n\n" + _PROBLEM_HEAD)
-    if block_end >= 0:
-        return first_user_turn[block_end + 5 + len(_PROBLEM_HEAD):]
-    return first_user_turn
+    """The problem of an episode's first user turn, without the library block and instruction."""
+    head = first_user_turn.find(_PROBLEM_HEAD, max(0, first_user_turn.find(_ASK)))
+    return first_user_turn[head + len(_PROBLEM_HEAD):] if head >= 0 else first_user_turn
 
 
 def library_calls(code: str, names: Sequence[str]) -> dict[str, int]:
