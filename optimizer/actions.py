@@ -338,10 +338,12 @@ def parse_json_reply(text: str | None) -> tuple[Action, ...]:
     if body.startswith("```"):  # models love fences even when told not to
         body = body.strip("`").removeprefix("json").strip()
     try:
-        data = json.loads(body)
+        data = _shallow(json.loads(body))
     except json.JSONDecodeError as exc:
         raise ValueError(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} column "
                          f"{exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"the reply nests more than {MAX_REPLY_DEPTH} levels deep") from None
     if isinstance(data, dict) and "action" in data and "actions" not in data:
         data = {"actions": [data]}
     if not isinstance(data, dict) or not isinstance(data.get("actions"), list):
@@ -363,6 +365,25 @@ def parse_json_reply(text: str | None) -> tuple[Action, ...]:
     return tuple(actions)
 
 
+MAX_REPLY_DEPTH = 32
+"""How deeply a reply may nest (a function spec needs far less; a model stuck repeating `[[[`
+must not reach Python's recursion limit anywhere on the host)."""
+
+
+def _shallow(value: Any) -> Any:
+    """`value` if it nests at most MAX_REPLY_DEPTH deep (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_REPLY_DEPTH:
+            raise ValueError(f"the reply nests more than {MAX_REPLY_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return value
+
+
 def parse_tool_calls(result: ChatResult) -> tuple[Action, ...]:
     """Actions from a reply's tool calls."""
     if not result.tool_calls:
@@ -372,10 +393,13 @@ def parse_tool_calls(result: ChatResult) -> tuple[Action, ...]:
     actions = []
     for call in result.tool_calls:
         try:
-            args = json.loads(call.arguments or "{}")
+            args = _shallow(json.loads(call.arguments or "{}"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{call.name}: arguments are not valid JSON ({exc.msg} at column "
                              f"{exc.colno})") from None
+        except RecursionError:
+            raise ValueError(f"{call.name}: arguments nest more than {MAX_REPLY_DEPTH} levels "
+                             "deep") from None
         actions.append(parse_action(call.name, args))
     return tuple(actions)
 

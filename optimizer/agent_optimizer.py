@@ -61,6 +61,7 @@ from .actions import (
     request_actions,
 )
 from .channel import recorded_response, replayed
+from .conversation import task_of
 from .errors import ActionParseError, OptimizerStateError
 from .events import Event, EventSink
 from .llm import ChatResult, LLMClient
@@ -438,7 +439,13 @@ class AgentOptimizer:
         t0 = time.monotonic()
         hits: list[str] = []
         misses: list[str] = []
+        seen: set[int] = set()
         for example in examples:
+            if example.conversation in seen:  # a hit counts once per problem
+                misses.append(f"conversation {example.conversation} is given twice: one example "
+                              "per conversation")
+                continue
+            seen.add(example.conversation)
             line = self._try_example(spec, example)
             (hits if line is None else misses).append(line or str(example.conversation))
         self._clock["vetting"] += time.monotonic() - t0
@@ -459,8 +466,15 @@ class AgentOptimizer:
         n = example.conversation
         if not 1 <= n <= len(self._recorded) or self._recorded[n - 1].answer is None:
             return f"conversation {n} is not a recorded conversation with a known answer"
-        answer = str(self._recorded[n - 1].answer)
+        recorded = self._recorded[n - 1]
+        answer = str(recorded.answer)
         call = f"{spec.name}({', '.join(f'{k}={v!r}' for k, v in example.args.items())})"[:200]
+        task = next((str(m.get("content") or "") for m in recorded.history
+                     if m.get("role") == "user"), "")
+        if _echoes(example.args, answer, task_of(task)):
+            return (f"conversation {n}: {call} is handed the known answer as an argument; the "
+                    "arguments must come from the task, and the function must compute the "
+                    "answer")[:400]
         try:
             result = self.sandbox.call(spec, example.args, timeout=self.settings.call_timeout)
         except InvalidArguments as exc:
@@ -567,6 +581,37 @@ class AgentOptimizer:
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         if self._events is not None:
             self._events(Event(kind, self.step_count, data))
+
+
+def _echoes(args: Mapping[str, Any], answer: str, task: str) -> bool:
+    """Whether an argument IS the known answer (and not a number the task itself gives): a
+    function that returns what it is handed would otherwise pass the answer check."""
+    target = _plain(answer)
+    stack: list[Any] = list(args.values())
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str | int | float) and not isinstance(item, bool):
+            text = _plain(str(item))
+            if text and _same(text, target) and text not in _plain(task):
+                return True
+    return False
+
+
+def _plain(text: str) -> str:
+    return "".join(ch for ch in text if ch not in " $\\{}").lower()[:200]
+
+
+def _same(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (ValueError, OverflowError):
+        return False
 
 
 def _rejection(name: str, report: VetReport) -> str:

@@ -26,20 +26,34 @@ The history is OpenAI messages, the form the optimizer reads.
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, VetReport
+from sandbox import (
+    CallResult,
+    FunctionSpec,
+    InvalidArguments,
+    RunResult,
+    VetReport,
+    template_safe,
+)
 
 from .errors import ContextTooLong, LLMRequestError
 from .history.calls import CODE_BLOCK, call_data
 from .llm import ChatResult, DeadlineExceeded, LLMClient
 from .math import Grader, Problem, extract_answer
-from .registration import EpisodeRegistration, LibraryPresentation, register_for_episode
+from .registration import (
+    LIBRARY_HEADER,
+    EpisodeRegistration,
+    LibraryPresentation,
+    register_for_episode,
+)
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -128,6 +142,9 @@ _ASK_LIBRARY = " Call the functions above where they fit."
 _PROBLEM_HEAD = "Problem: "
 """The instruction sits in the user turn, right before the problem: the 1.5B model follows
 instructions there far better than in the system turn (README, "Learning")."""
+PROMPT_VERSION = hashlib.sha256("\0".join(
+    (SYSTEM_PROMPT, _ASK, _ASK_LIBRARY, _PROBLEM_HEAD, LIBRARY_HEADER)).encode()).hexdigest()[:12]
+"""Changes whenever what the assistant is told changes (a resumed evaluation must not mix)."""
 
 
 def user_turn(problem: Problem, registration: EpisodeRegistration) -> str:
@@ -135,17 +152,49 @@ def user_turn(problem: Problem, registration: EpisodeRegistration) -> str:
     instruction, then the problem."""
     block = registration.prompt_block()
     ask = _ASK + (_ASK_LIBRARY if block else "")
-    return (f"{block}\n\n" if block else "") + f"{ask}\n\n{_PROBLEM_HEAD}{problem.question}"
+    return ((f"{block}\n\n" if block else "")
+            + f"{ask}\n\n{_PROBLEM_HEAD}{template_safe(problem.question)}")
 
 
 def task_of(first_user_turn: str) -> str:
     """The problem of an episode's first user turn, without the library block and instruction."""
-    head = first_user_turn.find(_PROBLEM_HEAD, max(0, first_user_turn.find(_ASK)))
-    return first_user_turn[head + len(_PROBLEM_HEAD):] if head >= 0 else first_user_turn
+    # the library block's lines cannot hold a line break (registration quotes them), so the
+    # first blank line before the head is the instruction's
+    head = first_user_turn.find("\n\n" + _PROBLEM_HEAD)
+    return first_user_turn[head + 2 + len(_PROBLEM_HEAD):] if head >= 0 else first_user_turn
 
 
-def library_calls(code: str, names: Sequence[str]) -> dict[str, int]:
-    """How often a code block calls each library name (a `def` of the name is not a call)."""
+def library_calls(code: str, names: Sequence[str] | Mapping[str, Sequence[str]]
+                  ) -> dict[str, int]:
+    """How often a code block calls each library name: calls of the bare name, unless the
+    block binds the name itself (an import, an assignment, or a def with other parameters than
+    the library's, which the runner keeps; `names` may map each name to its parameters). The
+    block is parsed, never run; unparseable code is counted by its text."""
+    params: Mapping[str, Sequence[str] | None] = \
+        names if isinstance(names, Mapping) else dict.fromkeys(names)
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return _library_calls_by_text(code, list(params))
+    bound: set[str] = set()
+    counts: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in params:
+            counts[node.func.id] = counts.get(node.func.id, 0) + 1
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in params:
+            own = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+            expected = params[node.name]
+            if expected is not None and own != list(expected):
+                bound.add(node.name)  # the model's own function, not the library's
+    return {n: c for n, c in counts.items() if n not in bound}
+
+
+def _library_calls_by_text(code: str, names: Sequence[str]) -> dict[str, int]:
     counts = {}
     for name in names:
         calls = len(re.findall(rf"(?<![\w.]){re.escape(name)}\s*\(", code))
@@ -233,7 +282,8 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         elif blocks := CODE_FENCE.findall(text):
             result.code_blocks += 1
             code = "\n\n".join(blocks)
-            for name, times in library_calls(code, list(by_name)).items():
+            for name, times in library_calls(code, {n: list(sp.parameters.get(
+                    "properties", {})) for n, sp in by_name.items()}).items():
                 used(name, times)
             try:
                 run = sandbox.run(code, list(by_name.values()), timeout=settings.call_timeout)

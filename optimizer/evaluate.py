@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rich.table import Table
 from sandbox import FunctionLibrary, FunctionSpec, Sandbox, markup_safe
 
 from .backends import Backend, Episode
-from .conversation import ConversationResult
+from .conversation import PROMPT_VERSION, ConversationResult
 from .llm import LLMClient
 from .math import Problem
 from .runconfig import RunConfig
@@ -124,7 +125,9 @@ def _mcnemar_power(n: int, gain: float, share: float, alpha: float) -> float:
     discordant pair favours the library with probability (share + gain) / (2 share)."""
     q = min(1.0, (share + gain) / (2 * share))
     total = 0.0
-    for m in range(1, n + 1):
+    spread = 8 * math.sqrt(n * share * (1 - share)) + 2  # beyond it the binomial is negligible
+    low, high = max(1, int(n * share - spread)), min(n, int(n * share + spread) + 1)
+    for m in range(low, high + 1):
         k = _rejecting_count(m, alpha)
         if k is not None:
             total += _pmf(n, m, share) * sum(_pmf(m, i, q) for i in range(k, m + 1))
@@ -147,7 +150,7 @@ def _rejecting_count(m: int, alpha: float) -> int | None:
     found, tail, term = None, 0, 1  # term = comb(m, k), from k = m down
     for k in range(m, m // 2, -1):
         tail += term
-        if 2 * tail > alpha * 2 ** m:
+        if Fraction(2 * tail, 1 << m) > alpha:  # exact: 2 ** m overflows a float past 1023
             break
         found = k
         term = term * k // (m - k + 1)
@@ -194,13 +197,16 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     run = RunDirectory(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     functions = tuple(library.specs())  # each episode registers what passes (registration.py)
-    key = _fingerprint(functions, config)
-    results: dict[tuple[str, str], ConversationResult] = {}
-    for record in run.journal("eval-journal.jsonl"):
-        if record.get("library_key") == key:
-            result = ConversationResult.from_dict(record["result"])
-            results[(record["arm"], result.problem_id)] = result
+    wanted = {p.id for p in problems}
+    void = 0  # episodes whose sandboxed call the engine lost every time: not journaled, and
+    # so solved again by a resumed evaluation
     with open_session(config, client=client, sandbox=sandbox, backend=backend) as session:
+        key = _fingerprint(functions, config, session.client.config.role("assistant").model)
+        results: dict[tuple[str, str], ConversationResult] = {}
+        for record in run.journal("eval-journal.jsonl"):
+            if record.get("library_key") == key and record["result"]["problem_id"] in wanted:
+                result = ConversationResult.from_dict(record["result"])
+                results[(record["arm"], result.problem_id)] = result
         arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": functions}
         todo = [Episode(p, arms[arm], arm)
                 for start in range(0, len(problems), ARM_BLOCK) for arm in ARMS
@@ -211,6 +217,10 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                                      stats=_running(results))
             for episode, result in session.backend.solve_all(todo, config.episode):
                 arm = episode.tag
+                if result.outcome == "sandbox_error":
+                    void += 1
+                    progress.update(task, advance=1)
+                    continue
                 results[(arm, result.problem_id)] = result
                 run.append_journal({"arm": arm, "library_version": library.version,
                                     "library_key": key, "result": result.to_dict()},
@@ -222,7 +232,7 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     report: dict[str, Any] = {
               "problems": len(problems), "functions": [s.name for s in functions],
               "library_version": library.version, "library_key": key,
-              "presentation": config.episode.library_as,
+              "presentation": config.episode.library_as, "void_episodes": void,
               "seconds": round(time.monotonic() - started, 1),
               "rows": [r.to_dict() for r in rows],
               "library_use": library_use(by_arm["library"]),
@@ -249,11 +259,11 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     return report
 
 
-def _fingerprint(functions: Sequence[FunctionSpec], config: RunConfig) -> str:
-    """What a journaled result was solved with: the exact specs, their presentation and the
-    episode settings (a resumed evaluation reuses only results of the same)."""
-    data = json.dumps([[s.spec_hash for s in functions], asdict(config.episode)],
-                      sort_keys=True)
+def _fingerprint(functions: Sequence[FunctionSpec], config: RunConfig, model: str) -> str:
+    """What a journaled result was solved with: the exact specs, the episode settings and
+    prompts, the assistant's model (a resumed evaluation reuses only results of the same)."""
+    data = json.dumps([[s.spec_hash for s in functions], asdict(config.episode),
+                       PROMPT_VERSION, model], sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 

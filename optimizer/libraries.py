@@ -25,7 +25,8 @@ def read_function_file(path: str | Path) -> list[FunctionSpec]:
     """The specs of a TOML function file, each parsed as hostile input (FunctionSpec)."""
     file = Path(path)
     try:
-        raw = file.read_bytes()[: _MAX_FILE_BYTES + 1]
+        with file.open("rb") as fh:
+            raw = fh.read(_MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read function file {path}: {exc.strerror}") from None
     if len(raw) > _MAX_FILE_BYTES:
@@ -34,6 +35,8 @@ def read_function_file(path: str | Path) -> list[FunctionSpec]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"function file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"function file {path} nests too deeply") from None
     tables = data.get("function")
     if set(data) != {"function"} or not isinstance(tables, list) or not tables:
         raise ConfigError(f"function file {path}: expected [[function]] tables and nothing else")

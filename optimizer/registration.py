@@ -24,16 +24,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sandbox import FunctionLibrary, FunctionSpec, VetReport
+from sandbox import FunctionLibrary, FunctionSpec, VetReport, template_safe
 
 from .quoting import quote_untrusted
 
-__all__ = ["EpisodeRegistration", "LLMRegistrar", "LLMRegistration", "LibraryPresentation",
-           "register_for_episode", "signature", "tools_for", "usage_example"]
+__all__ = ["LIBRARY_HEADER", "EpisodeRegistration", "LLMRegistrar", "LLMRegistration",
+           "LibraryPresentation", "register_for_episode", "signature", "tools_for",
+           "usage_example"]
 
 LibraryPresentation = Literal["code", "tools"]
+LIBRARY_HEADER = ("These Python functions are already defined, tested and correct. Call them "
+                  "in your ```python``` code instead of computing by hand; do not define them "
+                  "again:")
 _DESCRIPTION_CHARS = 160  # one line of the library block
 _EXAMPLE_CHARS = 120
+_DEFAULT_CHARS = 40
+_SIGNATURE_CHARS = 200
 
 
 class Vetter(Protocol):
@@ -62,9 +68,7 @@ class EpisodeRegistration:
         """The library as the assistant reads it, first in its user turn (a stable prefix)."""
         if not self.functions:
             return ""
-        lines = ["These Python functions are already defined, tested and correct. Call them "
-                 "in your ```python``` code instead of computing by hand; do not define them "
-                 "again:", "```python"]
+        lines = [LIBRARY_HEADER, "```python"]
         for spec in self.functions:
             lines.append(f"{signature(spec)}  # {_one_line(spec.description, _DESCRIPTION_CHARS)}")
             example = usage_example(spec)
@@ -89,16 +93,19 @@ def register_for_episode(functions: Iterable[FunctionSpec], sandbox: Vetter,
 
 
 def signature(spec: FunctionSpec) -> str:
-    """`name(a, b=10)` from the spec's schema (defaults as the schema gives them)."""
+    """`name(a, b=10)` from the spec's schema (defaults as the schema gives them, quoted and
+    short: a default is untrusted text too; a long one shows as `...`)."""
     props = spec.parameters.get("properties", {})
     required = set(spec.parameters.get("required", []))
     params = []
     for name, schema in props.items():
         if name in required or not isinstance(schema, dict) or "default" not in schema:
             params.append(name)
-        else:
-            params.append(f"{name}={json.dumps(schema['default'])}")
-    return f"{spec.name}({', '.join(params)})"
+            continue
+        default = _py(schema["default"])
+        params.append(f"{name}={_one_line(default, _DEFAULT_CHARS)}"
+                      if len(default) <= _DEFAULT_CHARS else f"{name}=...")
+    return _one_line(f"{spec.name}({', '.join(params)})", _SIGNATURE_CHARS)
 
 
 def usage_example(spec: FunctionSpec) -> str:
@@ -123,8 +130,20 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def _tool(spec: FunctionSpec) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": spec.name, "description": spec.description,
-                                             "parameters": spec.parameters}}
+    """The OpenAI tool of a spec, every string in it broken up where it could open a
+    chat-template token (the server pastes tools into the prompt)."""
+    return {"type": "function", "function": _template_safe({
+        "name": spec.name, "description": spec.description, "parameters": spec.parameters})}
+
+
+def _template_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return template_safe(value)
+    if isinstance(value, list):
+        return [_template_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {template_safe(k): _template_safe(v) for k, v in value.items()}
+    return value
 
 
 def tools_for(library: FunctionLibrary) -> list[dict[str, Any]]:

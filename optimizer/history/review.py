@@ -450,7 +450,8 @@ class _Builder:
         d = r.data
         raw = d.get("library_calls")
         calls: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        for name in d.get("functions") or []:
+        offered = d.get("functions")
+        for name in offered if isinstance(offered, list) else []:
             version = self.state.get(str(name))
             if version is not None:
                 version.offered += 1

@@ -147,8 +147,7 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             for fn in request["functions"]:
                 namespace[fn["name"]] = guards.load_function(
                     fn["code"], fn["name"], policy, True, fn.get("compiled"))
-            exec(_library_kept(request["code"], {fn["name"] for fn in request["functions"]}),
-                 namespace)
+            exec(_library_kept(request["code"], request["functions"]), namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))
@@ -176,20 +175,38 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
     return {"ok": True, "value": converted, "error": None}, 0
 
 
-def _library_kept(source: str, names: set[str]) -> Any:
-    """The code block compiled without its top-level `def`s of library names: small models
-    re-define a function they were given (sometimes wrongly) instead of calling it, so the
-    vetted version stays the one that runs, and the block is told so on its stdout."""
+def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
+    """The code block compiled without its top-level `def`s that re-define a library function
+    with the library's own parameters: small models re-define a function they were given
+    (sometimes wrongly) instead of calling it, so the vetted version stays the one that runs,
+    and the block is told so on its stdout. A def with other parameters is the model's own
+    helper that happens to share a name (`def gcd(a, b)` beside a library `gcd(numbers)`), and
+    is kept."""
     tree = ast.parse(source, "<code>")
-    if names:
-        skipped = [n.name for n in tree.body
-                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in names]
-        if skipped:
-            tree.body = [n for n in tree.body if not (
-                isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in names)]
-            print(f"note: {', '.join(skipped)} already defined by the library; your definition "
-                  "was not used")
+    library = {fn["name"]: _parameters(fn["code"], fn["name"]) for fn in functions}
+
+    def redefines(node: ast.stmt) -> bool:
+        return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
+            node.name in library and _arg_names(node) == library[node.name]
+
+    skipped = [n.name for n in tree.body if redefines(n)]  # type: ignore[attr-defined]
+    if skipped:
+        tree.body = [n for n in tree.body if not redefines(n)]
+        print(f"note: {', '.join(skipped)} already defined by the library; your definition "
+              "was not used")
     return compile(tree, "<code>", "exec")
+
+
+def _parameters(code: str, name: str) -> list[str] | None:
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return _arg_names(node)
+    return None
+
+
+def _arg_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    args = node.args
+    return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
 
 
 def _exit_status(code: Any) -> int:
