@@ -2,8 +2,11 @@
 
 A zygote forks it ahead of time (zygote.py). It starts with nothing of any call: its parent has
 never held a request. It closes every descriptor it inherited but its own four pipe ends, leaves
-the zygote's session, installs the kernel filter (seccomp.py), walks the call path once so its
-copy-on-write faults are paid before the request comes, then blocks on its request pipe.
+the zygote's session, reseeds every random generator it inherited from the kernel (a fork copies
+their state, so every call would draw the zygote's numbers), installs the kernel filter
+(seccomp.py), walks the call path once so its copy-on-write faults are paid before the request
+comes, then blocks on its request pipe. It compiles its call's code itself: the runner never
+compiles or keeps any call's code.
 
 What it writes on its result pipe is its own report: audit lines `{"audit": {...}}` while it runs,
 then one line `{"result": {"ok", "value", "error"}}`. The runner treats that report as a claim
@@ -14,10 +17,14 @@ time taken, the output volume and the memory kill are measured by the runner fro
 from __future__ import annotations
 
 import contextlib
+import gc
+import hashlib
 import json
 import marshal
 import math
 import os
+import pickle
+import random
 import resource
 import signal
 import sys
@@ -28,7 +35,8 @@ from typing import Any, NoReturn
 import guards
 import seccomp
 
-__all__ = ["WARM_UP", "child_main", "prefault", "to_json_value"]
+__all__ = ["WARM_UP", "ZYGOTE_GENERATORS", "child_main", "find_generators", "prefault",
+           "reseed_generators", "state_digest", "to_json_value"]
 
 RESET_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN,
@@ -37,6 +45,11 @@ RESET_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, sign
 WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
 MESSAGE_CHARS = 4000
 TRACEBACK_CHARS = 16000
+RESEED_BYTES = 32  # kernel entropy per generator and call process (os.urandom)
+
+ZYGOTE_GENERATORS: list[tuple[Any, str]] = []
+"""Every random generator the zygote holds, with a digest of its state at fork time: filled by
+the zygote (find_generators), reseeded in each call process, checked by the self-test."""
 
 
 def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
@@ -46,6 +59,7 @@ def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
     status = 70
     try:
         devnull_w = _own_descriptors(req_r, res_w, out_w, err_w)
+        reseed_generators()
         seccomp.install()
         prefault(policy, warm_up)
         request = _read_request(req_r)
@@ -112,9 +126,57 @@ def _read_request(req_r: int) -> dict[str, Any] | None:
 
 
 def prefault(policy: dict[str, Any], warm_up: Any) -> None:
-    """Walk the call path once while waiting, so its copy-on-write faults are paid off it."""
+    """Walk the call path once while waiting, so its copy-on-write faults are paid off it (the
+    compiler's too: the call compiles its own code)."""
+    guards.compile_function(WARM_UP, policy, True)
     func = guards.load_function(WARM_UP, "fnforge_warm_up", policy, True, warm_up)
     json.loads(json.dumps({"result": {"ok": True, "value": to_json_value(func(3))}}))
+
+
+def _numpy_kinds() -> tuple[type, ...]:
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is None:
+        return ()
+    return (numpy_random.RandomState, numpy_random.Generator, numpy_random.BitGenerator)
+
+
+def find_generators() -> list[Any]:
+    """Every random generator object in this process, found by type (so a library's own, such
+    as sympy's `rng`, is found without being named): `random.Random` and its subclasses (not
+    SystemRandom, which has no state), numpy's RandomState, Generator and bit generators."""
+    kinds = (random.Random, *_numpy_kinds())
+    return [obj for obj in gc.get_objects()
+            if isinstance(obj, kinds) and not isinstance(obj, random.SystemRandom)]
+
+
+def state_digest(gen: Any) -> str:
+    """A digest of a generator's state: equal digests draw equal numbers."""
+    if isinstance(gen, random.Random):
+        state: Any = gen.getstate()
+    elif hasattr(gen, "get_state"):  # numpy RandomState
+        state = gen.get_state(legacy=False)
+    elif hasattr(gen, "bit_generator"):  # numpy Generator
+        state = gen.bit_generator.state
+    else:  # numpy bit generator
+        state = gen.state
+    return hashlib.sha256(pickle.dumps(state)).hexdigest()
+
+
+def reseed_generators() -> None:
+    """Each of the zygote's generators gets fresh kernel entropy, in this process only."""
+    for gen, _ in ZYGOTE_GENERATORS:
+        _reseed(gen, int.from_bytes(os.urandom(RESEED_BYTES), "big"))
+
+
+def _reseed(gen: Any, seed: int) -> None:
+    if isinstance(gen, random.Random):
+        gen.seed(seed)
+    elif hasattr(gen, "get_state"):  # numpy RandomState: a legacy seed is 32-bit words
+        gen.seed([(seed >> (32 * i)) & 0xFFFFFFFF for i in range(RESEED_BYTES // 4)])
+    elif hasattr(gen, "bit_generator"):  # numpy Generator: its bit generator
+        _reseed(gen.bit_generator, seed)
+    else:  # numpy bit generator: the state of a new one of its kind
+        gen.state = type(gen)(seed).state
 
 
 def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, Any],

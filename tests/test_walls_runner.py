@@ -1,0 +1,289 @@
+"""The walls behind the call boundary, container side (issue 19): nothing a call does costs the
+next one, nothing of a call's state reaches the next one, a memory kill is never hidden, and
+nothing a sandbox's owner created outlives it.
+
+- A request that never started is never failed: the runner does nothing for a call after its
+  answer but clean up, and the host starts the next call's clock only once the runner says it is
+  ready; a runner that is not ready in time is replaced and the request goes elsewhere. The
+  runner never compiles or keeps a call's code, so no call's code grows it either.
+- State that survives a call: /tmp's inode flags cannot be set from a call (the kernel filter),
+  and every random generator a call process inherits from its zygote is reseeded from the kernel.
+- A call during which the container's OOM killer killed any process is a memory error.
+- A dead owner leaves nothing: the engine removes a container once its owner's stream is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from sandbox import ErrorKind, Sandbox
+from sandbox.limits import Limits
+from sandbox.runtime import _Worker
+
+from .conftest import make_spec
+from .test_isolation import _CONTAINER_ID
+from .test_selftest import _run_probes
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[1]
+INNOCENT = make_spec("def innocent(n):\n    return n * 6\n")
+
+
+@pytest.fixture()
+def one_container() -> Iterator[Sandbox]:
+    """Every call goes to the same container (unless it is replaced)."""
+    with Sandbox(pool_size=1) as sb:
+        yield sb
+
+
+# -- a call that never started fails --------------------------------------------------------------
+def _slow_to_compile(statements: int) -> str:
+    """Valid code whose compile alone takes seconds (RestrictedPython, tens of thousands of
+    statements, under the request size limit)."""
+    body = "".join(f"    if x == {i}: return {i}\n" for i in range(statements))
+    return f"def slow(x):\n{body}    return -1\n"
+
+
+def test_a_slow_compile_costs_only_its_own_call(one_container: Sandbox) -> None:
+    """The runner used to compile each call's code for its cache after answering, with no
+    deadline: a slow compile made the next request on that container time out."""
+    slow = make_spec(_slow_to_compile(30_000))
+    same = one_container.run(_CONTAINER_ID).stdout
+    r = one_container.call(slow, {"x": 1}, timeout=1)
+    assert r.timed_out and r.error is not None and r.error.kind is ErrorKind.TIMEOUT, r.error
+    for n in range(3):
+        r = one_container.call(INNOCENT, {"n": n}, timeout=1)
+        assert r.ok and r.value == n * 6, r.error
+    assert one_container.run(_CONTAINER_ID).stdout == same  # served by the same container
+
+
+RUNNER_RSS = ("import re\nprint(re.search(r'VmRSS:\\s+(\\d+)', "
+              "open('/proc/1/status').read()).group(1))\n")
+
+
+def test_many_large_distinct_functions_do_not_grow_the_runner(one_container: Sandbox) -> None:
+    """The runner kept up to 256 compiled functions whatever their size: large distinct ones
+    grew it until an innocent call was killed for memory. It keeps no call's code now."""
+    before = int(one_container.run(RUNNER_RSS).stdout)
+    items = ", ".join(str(i) for i in range(40_000))  # ~300 kB of source, ~2 MB compiled
+    for salt in range(30):
+        big = make_spec(f"def big(n):\n    return n + {salt} + len(({items}))\n")
+        r = one_container.call(big, {"n": 1}, restricted=False, timeout=10)
+        assert r.ok and r.value == 40_001 + salt, r.error
+    after = int(one_container.run(RUNNER_RSS).stdout)
+    assert after - before < 16 * 1024, (before, after)  # kB: requests pass through, nothing kept
+    assert one_container.call(INNOCENT, {"n": 7}).value == 42
+
+
+FAKE_RUNNER = r"""
+import json, os, sys, time
+def line():
+    return json.loads(sys.stdin.readline())
+def send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+send({"id": line()["id"], "ok": True})
+send({"id": None, "ready": True})
+ANSWER = {"ok": True, "value": 42, "stdout": "", "stderr": "", "stdout_truncated": False,
+          "stderr_truncated": False, "timed_out": False, "oom_killed": False,
+          "duration_ms": 1.0, "audit": [], "error": None}
+while True:
+    send({**ANSWER, "id": line()["id"]})
+    time.sleep(CLEAN_UP_S)  # the clean-up after a call, slow
+    send({"id": None, "ready": True})
+"""
+
+
+def _swap_in_fake_runner(sb: Sandbox, clean_up_s: float) -> _Worker:
+    """White box: the pool's one container swapped for one whose runner cleans up slowly."""
+    real = sb._idle.get()
+    script = FAKE_RUNNER.replace("CLEAN_UP_S", repr(clean_up_s))
+    fake = _Worker(sb._client, {**sb._options, "entrypoint": ["/usr/bin/python3", "-c", script]},
+                   sb.limits, sb._policy)
+    sb._workers.add(fake)
+    sb._idle.put(fake)
+    return real
+
+
+def test_the_runners_clean_up_is_never_charged_to_the_next_call() -> None:
+    """A runner still cleaning up after its last answer (for longer than the next call's timeout
+    and the host's grace): the next call waits for it and runs in full."""
+    with Sandbox(pool_size=1) as sb:
+        _swap_in_fake_runner(sb, clean_up_s=4.0)
+        first = sb.call(INNOCENT, {"n": 1}, timeout=0.5)
+        assert first.ok and first.value == 42  # the fake's answer
+        t0 = time.monotonic()
+        second = sb.call(INNOCENT, {"n": 1}, timeout=0.5)
+        assert second.ok and second.value == 42, second.error
+        assert time.monotonic() - t0 > 3.0  # it waited for the clean-up: that was the runner's
+
+
+def test_a_runner_never_ready_again_fails_no_call() -> None:
+    """A runner that does not say it is ready within the limit is replaced; the request, never
+    started, goes to the replacement."""
+    with Sandbox(pool_size=1, limits=Limits(ready_wait_s=1.0)) as sb:
+        _swap_in_fake_runner(sb, clean_up_s=3600.0)
+        assert sb.call(INNOCENT, {"n": 1}, timeout=1).value == 42  # the fake's answer
+        for n in range(3):
+            r = sb.call(INNOCENT, {"n": n}, timeout=1)
+            assert r.ok and r.value == n * 6, r.error  # the real runner that replaced it
+
+
+# -- state that survives a call -------------------------------------------------------------------
+TMP_FLAGS = r"""
+import fcntl, os, struct
+fd = os.open('/tmp', os.O_RDONLY | os.O_DIRECTORY)
+buf = bytearray(8)
+fcntl.ioctl(fd, 0x80086601, buf)  # FS_IOC_GETFLAGS
+print('flags', struct.unpack('i', buf[:4])[0])
+"""
+SET_TMP_FLAGS = TMP_FLAGS + r"""
+for cmd, fmt in ((0x40086602, 'q'), (0x40046602, 'i')):  # FS_IOC_SETFLAGS, FS_IOC32_SETFLAGS
+    try:
+        fcntl.ioctl(fd, cmd, struct.pack(fmt, 0x40 | 0x80))  # no-dump, no-atime
+        print('set')
+    except OSError as exc:
+        print('refused', exc.errno)
+"""
+
+
+def test_tmp_inode_flags_cannot_carry_bits_to_the_next_call(one_container: Sandbox) -> None:
+    """The sandbox user owns /tmp, so it may set chattr's no-dump and no-atime on it, and /tmp
+    outlives every call: the kernel filter refuses every call process the ioctls."""
+    before = one_container.run(TMP_FLAGS, audit=False)
+    assert before.ok, before.error
+    r = one_container.run(SET_TMP_FLAGS, audit=False)
+    assert r.stdout.splitlines()[1:] == ["refused 1", "refused 1"], r.stdout  # EPERM
+    assert one_container.run(TMP_FLAGS, audit=False).stdout == before.stdout
+
+
+DRAW = ("import random, numpy, mpmath\nfrom sympy.core.random import rng\n"
+        "print(random.random(), numpy.random.random(), rng.random(), mpmath.rand())\n")
+
+
+def test_every_call_draws_its_own_random_numbers(one_container: Sandbox) -> None:
+    """A call process is forked from a zygote that imported numpy, sympy and mpmath: without a
+    reseed every call drew the zygote's numbers (numpy's global generator, sympy's own)."""
+    draws = [one_container.run(DRAW).stdout.split() for _ in range(4)]
+    assert all(len(d) == 4 for d in draws), draws
+    for library in range(4):  # random, numpy, sympy, mpmath
+        column = [d[library] for d in draws]
+        assert len(set(column)) == len(column), (library, column)
+
+
+def test_the_state_probes_pass_in_a_call_and_fail_outside_one(one_container: Sandbox) -> None:
+    """The self-test's probes of both: confined in real call processes (light and heavy), not
+    in a plain process in the same container (no kernel filter, generators as inherited)."""
+    report = one_container.selftest()
+    for name in ("random_reseeded", "tmp_inode_flags", "engine_removed_with_owner"):
+        assert report[name]["confined"], report[name]
+    client = docker.from_env()
+    plain = _run_probes(client, one_container._options)
+    assert not plain["tmp_inode_flags"]["confined"], plain["tmp_inode_flags"]
+    assert not plain["random_reseeded"]["confined"], plain["random_reseeded"]
+
+
+# -- a memory kill is never hidden ----------------------------------------------------------------
+OOM_A_CHILD = r"""
+import os
+pid = os.fork()
+if pid == 0:
+    chunks = []
+    while True:
+        chunks.append(bytearray(b'x' * (16 << 20)))
+_, status = os.waitpid(pid, 0)
+print('child', status)
+"""
+OOM_WHOEVER_IS_LARGEST = r"""
+import os, signal, time
+children = []
+for _ in range(14):  # each smaller than the heavy zygote: the kernel picks the zygote first
+    pid = os.fork()
+    if pid == 0:
+        data = bytearray(b'y' * (36 << 20))
+        time.sleep(60)
+        os._exit(0)
+    children.append(pid)
+time.sleep(3)
+for pid in children:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+print('done')
+"""
+
+
+@pytest.mark.parametrize("code", [OOM_A_CHILD, OOM_WHOEVER_IS_LARGEST],
+                         ids=["a child of the call", "whoever is largest"])
+def test_an_oom_kill_of_any_process_during_a_call_is_a_memory_error(code: str) -> None:
+    """The call's own process survives and exits 0; the OOM killer killed another one (its child,
+    or a zygote or spare of the runner): the call is a memory error, and the container goes."""
+    with Sandbox(pool_size=1) as sb:
+        container = sb.run(_CONTAINER_ID).stdout
+        r = sb.run(code, audit=False, timeout=30)
+        assert not r.ok and r.oom_killed, (r.stdout, r.error)
+        assert r.error is not None and r.error.kind is ErrorKind.MEMORY_LIMIT, r.error
+        assert sb.call(INNOCENT, {"n": 2}).value == 12
+        assert sb.run(_CONTAINER_ID).stdout != container  # replaced
+
+
+# -- what a dead owner leaves behind --------------------------------------------------------------
+OWNER = r"""
+import json, sys, threading
+from sandbox import Sandbox
+from tests.conftest import make_spec
+sb = Sandbox(pool_size=2)
+sb.start()
+ids = [w.container.id for w in sb._workers]
+busy = threading.Thread(target=sb.run, args=("import time\ntime.sleep(5)\n",),
+                        kwargs={"timeout": 10})
+busy.start()  # one container is under a call when its owner dies
+print(json.dumps(ids), flush=True)
+threading.Event().wait()
+"""
+
+
+def test_an_owner_killed_with_sigkill_leaves_no_container(docker_client: docker.DockerClient
+                                                         ) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        ids = json.loads(owner.stdout.readline())
+        assert len(ids) == 2
+        for cid in ids:
+            assert docker_client.containers.get(cid).status == "running"
+        time.sleep(0.5)  # the call is under way
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+    deadline = time.monotonic() + 30  # the call's own deadline (10 s) bounds it
+    left = ids
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [cid for cid in ids if _exists(docker_client, cid)]
+    assert not left, f"containers outlived their owner: {[c[:12] for c in left]}"
+
+
+def _exists(client: docker.DockerClient, cid: str) -> bool:
+    try:
+        client.containers.get(cid)
+    except docker.errors.NotFound:
+        return False
+    return True
