@@ -22,14 +22,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker
 import docker.errors
 import pytest
 
 from sandbox import ErrorKind, Sandbox
-from sandbox.limits import Limits
-from sandbox.runtime import _Worker
+from sandbox.container import container_options
+from sandbox.image import find_image
+from sandbox.limits import DEFAULT_LIMITS, Limits
+from sandbox.runtime import _KILLED_FROM_OUTSIDE, _container_end, _Worker
 
 from .conftest import make_spec
 from .test_isolation import _CONTAINER_ID
@@ -294,3 +297,26 @@ def _exists(client: docker.DockerClient, cid: str) -> bool:
     except docker.errors.NotFound:
         return False
     return True
+
+
+@pytest.mark.parametrize(("script", "end", "cause"), [
+    ("x = b'x' * (1 << 30)", "oom", "the OOM killer ended it"),
+    ("import time\ntime.sleep(60)", "engine", _KILLED_FROM_OUTSIDE),
+], ids=["oom", "killed"])
+def test_a_container_the_engine_removed_still_says_how_it_ended(
+        docker_client: docker.DockerClient, script: str, end: str, cause: str) -> None:
+    """Containers are removed by the engine when they exit; how one ended (its runner killed by
+    the OOM killer, or from outside) is read from the engine's events once it is gone."""
+    options = container_options(find_image(docker_client).id, DEFAULT_LIMITS)
+    container = docker_client.containers.create(
+        **{**options, "entrypoint": ["/usr/bin/python3", "-c", script]})
+    worker = SimpleNamespace(container=container, client=docker_client, created=time.time())
+    container.start()
+    if end == "engine":
+        time.sleep(0.5)
+        container.kill()
+    deadline = time.monotonic() + 30
+    while _exists(docker_client, container.id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _exists(docker_client, container.id)  # removed by the engine
+    assert _container_end(worker) == (end, cause)  # type: ignore[arg-type]

@@ -163,9 +163,11 @@ def state_digest(gen: Any) -> str:
 
 
 def reseed_generators() -> None:
-    """Each of the zygote's generators gets fresh kernel entropy, in this process only."""
+    """Each of the zygote's generators gets fresh kernel entropy, in this process only. One
+    that refuses keeps the zygote's state, and the self-test's probe refuses the sandbox."""
     for gen, _ in ZYGOTE_GENERATORS:
-        _reseed(gen, int.from_bytes(os.urandom(RESEED_BYTES), "big"))
+        with contextlib.suppress(Exception):
+            _reseed(gen, int.from_bytes(os.urandom(RESEED_BYTES), "big"))
 
 
 def _reseed(gen: Any, seed: int) -> None:
