@@ -134,7 +134,7 @@ class _Worker:
             message = self.stream.receive(deadline)
         except TimeoutError:
             raise _NotReady("the runner was not ready for the next request within "
-                              f"{self.limits.ready_wait_s:g} s of its last answer") from None
+                            f"{self.limits.ready_wait_s:g} s of its last answer") from None
         except SandboxBroken as exc:
             raise _NotStarted(str(exc)) from None
         if message.get("id") is None and "retire" in message:
