@@ -35,14 +35,34 @@ from typing import Any, NoReturn
 import guards
 import seccomp
 
-__all__ = ["WARM_UP", "ZYGOTE_GENERATORS", "child_main", "find_generators", "prefault",
-           "reseed_generators", "state_digest", "to_json_value"]
+__all__ = ["COMPILE_WARM_UP", "WARM_UP", "ZYGOTE_GENERATORS", "child_main", "find_generators",
+           "prefault", "reseed_generators", "state_digest", "to_json_value"]
 
 RESET_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN,
                  signal.SIGTTOU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGCHLD,
                  signal.SIGTERM)
 WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
+COMPILE_WARM_UP = (
+    "import math\nfrom fractions import Fraction\n\n"
+    "def fnforge_compile_warm_up(n: int, k: int = 2, *args, **kwargs) -> dict:\n"
+    "    \"\"\"Compiled, never run.\"\"\"\n"
+    "    total, seen = 0, {}\n"
+    "    for i in range(n):\n"
+    "        if i % k == 0 and not seen.get(i):\n"
+    "            total += math.comb(n, i) ** 2\n"
+    "        elif i > 3:\n"
+    "            seen[i] = [j * j for j in range(i) if j]\n"
+    "    try:\n"
+    "        x = Fraction(total, n or 1).limit_denominator(k)\n"
+    "    except (ValueError, ZeroDivisionError) as exc:\n"
+    "        return {'error': str(exc)}\n"
+    "    while n > 0:\n"
+    "        n -= 1\n"
+    "    return {'x': x, 'pairs': sorted((a, b) for a, b in seen.items()), 'f': f'{total:d}',\n"
+    "            'l': (lambda y: y + 1)(k), 's': args[1:], 'k': kwargs}\n")
+"""Compiled (never run) by every spare while it waits: a call compiles its own code, and the
+compiler's copy-on-write faults are paid here rather than under the call's clock."""
 MESSAGE_CHARS = 4000
 TRACEBACK_CHARS = 16000
 RESEED_BYTES = 32  # kernel entropy per generator and call process (os.urandom)
@@ -128,7 +148,7 @@ def _read_request(req_r: int) -> dict[str, Any] | None:
 def prefault(policy: dict[str, Any], warm_up: Any) -> None:
     """Walk the call path once while waiting, so its copy-on-write faults are paid off it (the
     compiler's too: the call compiles its own code)."""
-    guards.compile_function(WARM_UP, policy, True)
+    guards.compile_function(COMPILE_WARM_UP, policy, True)
     func = guards.load_function(WARM_UP, "fnforge_warm_up", policy, True, warm_up)
     json.loads(json.dumps({"result": {"ok": True, "value": to_json_value(func(3))}}))
 
@@ -189,6 +209,15 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
         import probes  # runner/probes/
 
         return {"ok": True, "value": probes.run_probes(), "error": None}, 0
+    fns = [request["function"]] if op == "call" else request["functions"]
+    compiled: list[Any] = []
+    failed: BaseException | None = None
+    try:  # before the audit hook, as the runner once did: compiling is not the code's doing
+        for fn in fns:
+            compiled.append(guards.compile_function(fn["code"], policy,
+                                                    fn.get("restricted", True)))
+    except BaseException as exc:  # a SyntaxError, say: the call's own, reported below
+        failed = exc
     if request.get("audit", True):
         if op == "run":  # an agent's code block: record every event, refuse only some
             rules = policy.get("audit", {})
@@ -199,16 +228,18 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
         guards.install_audit_hook(policy, emit)
     value: Any = None
     try:
+        if failed is not None:
+            raise failed
         if op == "call":
             fn = request["function"]
             func = guards.load_function(fn["code"], fn["name"], policy, fn["restricted"],
-                                        fn.get("compiled"))
+                                        compiled[0])
             value = func(**request["args"])
         else:  # run
             namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-            for fn in request["functions"]:
-                namespace[fn["name"]] = guards.load_function(
-                    fn["code"], fn["name"], policy, True, fn.get("compiled"))
+            for fn, code in zip(fns, compiled, strict=True):
+                namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy,
+                                                             True, code)
             exec(compile(request["code"], "<code>", "exec"), namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
