@@ -112,7 +112,10 @@ class _Worker:
         clean-up after the last call is never charged to this one."""
         self.settle(time.monotonic() + self.limits.ready_wait_s)
         message = {"id": next(self._ids), **message}
-        self.stream.send(message)
+        try:
+            self.stream.send(message)
+        except OSError as exc:  # the stream is gone: nothing reached the runner
+            raise _NotStarted(f"the request could not be sent ({exc})") from None
         try:
             response = self.stream.receive(time.monotonic() + wait_s)
         except TimeoutError:

@@ -380,8 +380,8 @@ class Server:
             view = memoryview(payload)
             while view:
                 view = view[os.write(proc.req_w, view):]
-        except OSError:
-            pass  # it died before reading: its exit status says how
+        except OSError as exc:  # it died before reading all of it, so before running anything
+            raise CallNotStarted(f"the call process died before its request: {exc}") from exc
         os.close(proc.req_w)
         proc.req_w = -1
         open_fds = [proc.out_r, proc.err_r, proc.res_r]
