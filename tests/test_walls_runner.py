@@ -172,6 +172,22 @@ def test_tmp_inode_flags_cannot_carry_bits_to_the_next_call(one_container: Sandb
     assert one_container.run(TMP_FLAGS, audit=False).stdout == before.stdout
 
 
+def test_tmp_inode_flags_set_past_the_filter_are_put_back(one_container: Sandbox,
+                                                        docker_client: docker.DockerClient
+                                                        ) -> None:
+    """Belt and braces: flags set on /tmp by a process without the call's filter (docker exec
+    as the sandbox user, standing for a filter bypass) are put back by the runner's clean-up."""
+    before = one_container.run(TMP_FLAGS, audit=False).stdout
+    same = one_container.run(_CONTAINER_ID).stdout
+    cid = next(iter(one_container._workers)).container.id
+    setter = docker_client.containers.get(cid).exec_run(
+        ["python3", "-c", SET_TMP_FLAGS], user=f"{10001}:{10001}")
+    assert b"set" in setter.output, setter.output  # no filter: the owner may set them
+    assert one_container.call(INNOCENT, {"n": 1}).value == 6  # the clean-up after this call...
+    assert one_container.run(TMP_FLAGS, audit=False).stdout == before  # ...put them back
+    assert one_container.run(_CONTAINER_ID).stdout == same  # in place: not retired
+
+
 DRAW = ("import random, numpy, mpmath\nfrom sympy.core.random import rng\n"
         "print(random.random(), numpy.random.random(), rng.random(), mpmath.rand())\n")
 
