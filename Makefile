@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requirements-data.txt | sha256sum | cut -c1-12)
 
-.PHONY: install image selftest test bench lint gc train eval ray-deps
+.PHONY: install image selftest test bench lint gc train eval experiment ray-deps
 
 install: $(STAMP)
 
@@ -50,6 +50,16 @@ train: install image model
 # The run's test problems without and with its library, paired; a table and $(RUN)/eval.json.
 eval: install image model
 	$(PY) -m optimizer eval --run $(RUN)
+
+# The powered experiment (configs/experiment.toml, about 2-3 hours on 2 cores): train, evaluate
+# at least 150 paired problems, keep the figures under results/experiment with the commit and
+# the machine. Interrupted, it continues where it stopped.
+EXPERIMENT_RUN ?= runs/experiment
+experiment: install image model
+	@if [ -f $(EXPERIMENT_RUN)/config.json ]; then $(PY) -m optimizer train --resume $(EXPERIMENT_RUN); \
+	else $(PY) -m optimizer train --config configs/experiment.toml --run-dir $(EXPERIMENT_RUN); fi
+	$(PY) -m optimizer eval --run $(EXPERIMENT_RUN)
+	$(PY) -m optimizer.publish $(EXPERIMENT_RUN) results/experiment --command "make experiment"
 
 # Ray for `--backend ray` (optional; CI installs it to run the Ray tests).
 ray-deps: install

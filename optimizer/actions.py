@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sandbox.errors import InvalidSpec
-from sandbox.spec import FunctionSpec
+from sandbox import FunctionSpec, InvalidSpec
 
-from .errors import ActionParseError, LLMRequestError
+from .channel import (
+    MAX_ACTIONS_PER_REPLY,
+    MAX_ARGUMENTS_CHARS,
+    MAX_REASON_CHARS,
+    check_function_size,
+    check_reply_size,
+    clip_error,
+    fit_request,
+    replayed,
+)
+from .errors import ActionParseError, LLMError, LLMRequestError, OptimizerError
 from .llm import ChatResult, LLMClient
 
 __all__ = [
     "ACTION_NAMES",
+    "MAX_EXAMPLES",
     "Action",
     "ActionReply",
     "AddFunction",
@@ -30,6 +40,7 @@ __all__ = [
     "RemoveFunction",
     "ReviseFunction",
     "Terminate",
+    "WorkedExample",
     "action_name",
     "choose_mode",
     "function_schema",
@@ -48,11 +59,22 @@ Mode = Literal["tools", "json"]
 
 
 @dataclass(frozen=True)
+class WorkedExample:
+    """A call of a proposed function that should answer one recorded conversation's problem:
+    the optimizer checks it against that problem's known answer before applying (LATM's rule:
+    a tool is kept only once it reproduces real answers)."""
+
+    conversation: int  # the number the prompt showed (1-based)
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class FunctionAction:
     """An action that carries a whole function (its vetting comes before it is applied)."""
 
     function: FunctionSpec
     reason: str = ""
+    examples: tuple[WorkedExample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,15 @@ FUNCTION_PROPERTIES: dict[str, Any] = {
               "description": "calls with their expected value or exception type name"},
 }
 _FUNCTION_REQUIRED = ["name", "description", "parameters", "code"]
+MAX_EXAMPLES = 4
+_EXAMPLES: dict[str, Any] = {
+    "type": "array", "maxItems": MAX_EXAMPLES,
+    "description": "calls that answer recorded conversations' problems: the conversation's "
+                   "number and the arguments; the returned value must be that problem's answer",
+    "items": {"type": "object",
+              "properties": {"conversation": {"type": "integer", "minimum": 1},
+                             "args": {"type": "object"}},
+              "required": ["conversation", "args"]}}
 _REASON = {"type": "string", "maxLength": 240, "description": "why this action helps"}
 _IDENT = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
 
@@ -137,8 +168,8 @@ def function_schema() -> dict[str, Any]:
 def tool_definitions(allowed: Sequence[str] = ACTION_NAMES) -> list[dict[str, Any]]:
     """OpenAI ``tools`` for the allowed actions (function fields flattened into the arguments)."""
     func_args = {"type": "object",
-                 "properties": {**FUNCTION_PROPERTIES, "reason": _REASON},
-                 "required": [*_FUNCTION_REQUIRED, "reason"]}
+                 "properties": {**FUNCTION_PROPERTIES, "examples": _EXAMPLES, "reason": _REASON},
+                 "required": [*_FUNCTION_REQUIRED, "examples", "reason"]}
     specs: dict[str, tuple[str, dict[str, Any]]] = {
         "add_function": ("Add a new function to the agent's library.", func_args),
         "revise_function": ("Replace an existing function (same name) with a better one.",
@@ -164,8 +195,8 @@ def json_mode_schema(allowed: Sequence[str] = ACTION_NAMES) -> dict[str, Any]:
     a function and remove to carry a name; the action name comes first so the model commits early.
     """
     extras: dict[str, dict[str, Any]] = {
-        "add_function": {"function": function_schema()},
-        "revise_function": {"function": function_schema()},
+        "add_function": {"function": function_schema(), "examples": _EXAMPLES},
+        "revise_function": {"function": function_schema(), "examples": _EXAMPLES},
         "remove_function": {"name": _IDENT},
         "terminate": {},
     }
@@ -199,8 +230,9 @@ JSON_MODE_INSTRUCTIONS = (
     '(one of add_function, revise_function, remove_function, terminate) and "reason"; '
     'add_function and revise_function also carry "function": {"name", "description", '
     '"parameters" (JSON schema of type object), "code" (a Python def with that name), '
-    '"packages" (list), "tests" ([{"args": {...}, "expect": value}])}; remove_function '
-    'carries "name".'
+    '"packages" (list), "tests" ([{"args": {...}, "expect": value}])} and "examples" '
+    '([{"conversation": N, "args": {...}}]: calls that answer recorded problems); '
+    'remove_function carries "name".'
 )
 
 
@@ -215,21 +247,44 @@ def parse_action(name: str, args: Any) -> Action:
     reason = args.get("reason", "")
     if not isinstance(reason, str):
         raise ValueError(f"{name}: 'reason' must be a string")
+    reason = reason[:MAX_REASON_CHARS]  # bounded before anything records it
     if name == "terminate":
         return Terminate(reason=reason)
     if name == "remove_function":
         target = args.get("name")
-        if not isinstance(target, str) or not target.isidentifier():
+        if not isinstance(target, str) or not target.isidentifier() or len(target) > 64:
             raise ValueError("remove_function: 'name' must name the function to remove")
         return RemoveFunction(name=target, reason=reason)
     raw_fn = args.get("function")
     if raw_fn is None:  # tool-call form: the function's fields are the arguments themselves
-        raw_fn = {k: v for k, v in args.items() if k not in ("reason", "action")}
+        raw_fn = {k: v for k, v in args.items() if k not in ("reason", "action", "examples")}
     spec = _function(name, raw_fn)
-    return AddFunction(spec, reason) if name == "add_function" else ReviseFunction(spec, reason)
+    examples = _examples(name, args.get("examples", []))
+    kind = AddFunction if name == "add_function" else ReviseFunction
+    return kind(spec, reason, examples)
+
+
+def _examples(action: str, raw: Any) -> tuple[WorkedExample, ...]:
+    """Worked examples, bounded at parsing (the arguments are checked against the schema when
+    the function is called)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{action}: 'examples' must be a list of {{\"conversation\": N, "
+                         "\"args\": {...}}")
+    out = []
+    for i, item in enumerate(raw[:MAX_EXAMPLES]):
+        number = item.get("conversation") if isinstance(item, dict) else None
+        args = item.get("args") if isinstance(item, dict) else None
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(args, dict):
+            raise ValueError(f"{action}: examples[{i}] must be {{\"conversation\": N, "
+                             "\"args\": {...}}")
+        out.append(WorkedExample(number, dict(args)))
+    return tuple(out)
 
 
 def _function(action: str, raw: Any) -> FunctionSpec:
+    check_function_size(action, raw)
     params = raw.get("parameters") if isinstance(raw, dict) else None
     if (isinstance(params, dict) and params and "type" not in params
             and "properties" not in params and all(isinstance(v, dict) for v in params.values())):
@@ -276,6 +331,9 @@ def parse_json_reply(text: str | None) -> tuple[Action, ...]:
     """Actions from a JSON-mode reply (also accepts a single bare action object)."""
     if not text or not text.strip():
         raise ValueError("the reply was empty; send a JSON object with an 'actions' list")
+    if len(text) > MAX_ARGUMENTS_CHARS * MAX_ACTIONS_PER_REPLY:
+        raise ValueError(f"the reply is {len(text)} characters; the limit is "
+                         f"{MAX_ARGUMENTS_CHARS * MAX_ACTIONS_PER_REPLY}")
     body = text.strip()
     if body.startswith("```"):  # models love fences even when told not to
         body = body.strip("`").removeprefix("json").strip()
@@ -291,6 +349,9 @@ def parse_json_reply(text: str | None) -> tuple[Action, ...]:
     if not data["actions"]:
         raise ValueError("the 'actions' list is empty; give at least one action "
                          "(terminate if nothing should change)")
+    if len(data["actions"]) > MAX_ACTIONS_PER_REPLY:
+        raise ValueError(f"the 'actions' list has {len(data['actions'])} items; give at most "
+                         f"{MAX_ACTIONS_PER_REPLY} (one at a time is best)")
     actions = []
     for i, item in enumerate(data["actions"]):
         if not isinstance(item, dict) or not isinstance(item.get("action"), str):
@@ -307,6 +368,7 @@ def parse_tool_calls(result: ChatResult) -> tuple[Action, ...]:
     if not result.tool_calls:
         raise ValueError("no tool was called; call one of add_function, revise_function, "
                          "remove_function or terminate")
+    check_reply_size(result)
     actions = []
     for call in result.tool_calls:
         try:
@@ -330,15 +392,35 @@ def choose_mode(client: LLMClient) -> Mode:
     return "json" if client.config.provider == "local" else "tools"
 
 
+Exchange = Callable[[list[dict[str, Any]], ChatResult | None, str | None], None]
+"""on_exchange(request as sent, its result or None, the parse or request error or None)."""
+
+
 def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
                     role: str = "optimizer", mode: Mode | None = None, max_attempts: int = 3,
                     temperature: float | None = None, max_tokens: int | None = None,
                     seed: int | None = None,
-                    allowed: Sequence[str] = ACTION_NAMES) -> ActionReply:
+                    allowed: Sequence[str] = ACTION_NAMES,
+                    max_prompt_tokens: int | None = None,
+                    on_exchange: Exchange | None = None) -> ActionReply:
     """Ask ``role`` for actions; retry malformed output with the error fed back.
 
     ``allowed`` narrows the actions offered (e.g. no remove/revise while the library is empty).
+    Every request is cut to ``max_prompt_tokens`` as a whole (optimizer/channel.py), and
+    ``on_exchange`` sees each one as sent with its outcome, parseable or not.
     """
+    def send(request: list[dict[str, Any]], **options: Any) -> ChatResult:
+        sent = fit_request(request, max_prompt_tokens) if max_prompt_tokens else request
+        try:
+            result = client.chat(role, sent, **options)
+        except LLMError as exc:
+            if on_exchange is not None:
+                on_exchange(sent, None, clip_error(exc))
+            raise
+        exchanges.append(sent)
+        return result
+
+    exchanges: list[list[dict[str, Any]]] = []
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     allowed = _check_allowed(allowed)
@@ -350,10 +432,9 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
     for attempt in range(1, max_attempts + 1):
         if chosen == "tools":
             try:
-                result = client.chat(role, history, tools=tool_definitions(allowed),
-                                     tool_choice=_tool_choice(client, allowed),
-                                     temperature=temperature,
-                                     max_tokens=max_tokens, seed=seed)
+                result = send(history, tools=tool_definitions(allowed),
+                              tool_choice=_tool_choice(client, allowed),
+                              temperature=temperature, max_tokens=max_tokens, seed=seed)
             except LLMRequestError as exc:
                 if mode == "tools" or not _tools_refused(exc):
                     raise
@@ -361,10 +442,9 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
                 chosen = "json"
                 continue
         else:
-            result = client.chat(role, _with_json_instructions(history),
-                                 response_format=response_format(allowed),
-                                 temperature=temperature,
-                                 max_tokens=max_tokens, seed=seed)
+            result = send(_with_json_instructions(history),
+                          response_format=response_format(allowed),
+                          temperature=temperature, max_tokens=max_tokens, seed=seed)
         results.append(result)
         raw = result.text or json.dumps([c.arguments for c in result.tool_calls])
         try:
@@ -375,9 +455,15 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
                 raise ValueError(f"only {', '.join(allowed)} may be used here, "
                                  f"not {', '.join(refused)}")
         except ValueError as exc:
-            errors.append(str(exc))
-            history.extend(_feedback(result, str(exc), chosen))
+            if isinstance(exc, OptimizerError):  # fnforge's own fault, not the model's reply
+                raise
+            errors.append(clip_error(exc))
+            if on_exchange is not None:
+                on_exchange(exchanges[-1], result, errors[-1])
+            history.extend(_feedback(result, errors[-1], chosen))
             continue
+        if on_exchange is not None:
+            on_exchange(exchanges[-1], result, None)
         return ActionReply(actions=actions, mode=chosen, attempts=attempt,
                            errors=tuple(errors), results=tuple(results))
     raise ActionParseError(
@@ -419,11 +505,13 @@ def _with_json_instructions(history: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def _feedback(result: ChatResult, error: str, mode: Mode) -> list[dict[str, Any]]:
-    """Messages telling the model what was wrong, in the protocol's own form."""
+    """Messages telling the model what was wrong, in the protocol's own form (the reply itself
+    summarised when large: channel.replayed)."""
     fix = f"Your reply could not be used: {error}. Reply again, correctly."
     if mode == "tools" and result.tool_calls:
-        msgs: list[dict[str, Any]] = [result.assistant_message()]
-        msgs += [{"role": "tool", "tool_call_id": c.id, "content": fix}
-                 for c in result.tool_calls]
+        msgs: list[dict[str, Any]] = [replayed(result)]
+        msgs += [{"role": "tool", "tool_call_id": c["id"], "content": fix}
+                 for c in msgs[0]["tool_calls"]]
         return msgs
-    return [{"role": "assistant", "content": result.text or ""}, {"role": "user", "content": fix}]
+    return [{"role": "assistant", "content": replayed(result).get("content") or ""},
+            {"role": "user", "content": fix}]

@@ -19,6 +19,10 @@ What differs from upstream, on purpose (each is a regression test):
 - a TERMINATE ends the step's actions; parallel tool calls never exceed max_actions_per_step;
 - step() with nothing recorded, and is_satisfied that is not a bool, are clear errors;
 - prompts are bounded (optimizer/prompts.py);
+- when conversations are recorded with their problems' known answers
+  (`record_one_conversation(..., answer=...)`), a proposal must carry worked examples (a call
+  per problem it is meant for) and is applied only if the sandboxed calls return answers the
+  grader accepts; the misses go back to the model like a vetting finding;
 - roll-back keeps the best function set and early stop ends training (`should_stop`); the
   score may come from a held-out validation split (`step(score=...)`), see OptimizerSettings.
 """
@@ -34,24 +38,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sandbox import FunctionLibrary, FunctionSpec, Sandbox, VetReport
-from sandbox.files import write_json_atomic
+from sandbox import (
+    FunctionLibrary,
+    FunctionSpec,
+    InvalidArguments,
+    Sandbox,
+    VetReport,
+    write_json_atomic,
+)
 
 from .actions import (
     ACTION_NAMES,
+    MAX_EXAMPLES,
     Action,
     ActionReply,
     AddFunction,
     RemoveFunction,
     ReviseFunction,
     Terminate,
+    WorkedExample,
     action_name,
     request_actions,
 )
+from .channel import recorded_response, replayed
 from .errors import ActionParseError, OptimizerStateError
 from .events import Event, EventSink
-from .llm import LLMClient
+from .llm import ChatResult, LLMClient
 from .llm.config import resolve_llm_config
+from .math import Grader
 from .prompts import PromptBudget, Recorded, system_prompt, user_prompt
 from .registration import LLMRegistrar
 
@@ -79,6 +93,8 @@ class OptimizerSettings:
     max_tokens: int | None = 1500  # one action, code included
     seed: int | None = None
     call_timeout: float | None = None  # seconds per executor call; None: the sandbox's default
+    examples_needed: int = 2  # worked examples that must hit known answers (fewer if fewer
+    # recorded conversations have one)
     snapshot_dir: Path | None = None  # a library JSON after every step, when set
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +149,7 @@ class AgentOptimizer:
         self._initial = (library or FunctionLibrary()).to_dict()
         self.library = library if library is not None else FunctionLibrary()
         self.registrar = LLMRegistrar()
+        self._grader: Grader | None = None  # started on the first answer check
         self._fresh_state()
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -146,6 +163,8 @@ class AgentOptimizer:
         """Close the sandbox if this optimizer opened it (and the LLM client)."""
         if self._own_sandbox:
             self.sandbox.close()
+        if self._grader is not None:
+            self._grader.close()
         self.client.close()
 
     def _fresh_state(self) -> None:
@@ -166,8 +185,10 @@ class AgentOptimizer:
 
     # -- the API ----------------------------------------------------------------------------------
     def record_one_conversation(self, conversation_history: Sequence[Mapping[str, Any]],
-                                is_satisfied: bool | None = None) -> None:
-        """Keep one conversation (OpenAI message format) and whether its answer was right."""
+                                is_satisfied: bool | None = None, *,
+                                answer: str | None = None) -> None:
+        """Keep one conversation (OpenAI message format) and whether its answer was right;
+        with the problem's known `answer`, proposals are checked against it (module doc)."""
         if not isinstance(is_satisfied, bool):
             raise ValueError("is_satisfied must be True or False (was the conversation's answer "
                              f"right?), not {is_satisfied!r}; fnforge never asks on stdin")
@@ -175,8 +196,10 @@ class AgentOptimizer:
                 isinstance(m, Mapping) and "role" in m for m in conversation_history):
             raise ValueError("conversation_history must be a list of OpenAI messages "
                              "({'role': ..., 'content': ...})")
+        if answer is not None and not isinstance(answer, str):
+            raise ValueError(f"answer must be the problem's known answer as text, not {answer!r}")
         self._recorded.append(Recorded([dict(m) for m in deepcopy(list(conversation_history))],
-                                       is_satisfied))
+                                       is_satisfied, answer))
 
     @property
     def should_stop(self) -> bool:
@@ -309,30 +332,43 @@ class AgentOptimizer:
     def _ask(self, messages: list[dict[str, Any]], allowed: list[str],
              slot: int) -> ActionReply | None:
         t0 = time.monotonic()
+
+        def exchange(request: list[dict[str, Any]], result: ChatResult | None,
+                     error: str | None) -> None:  # every request and response, as it happens
+            self._record_exchange(request, result, error, slot)
+
         try:
             reply = request_actions(self.client, messages, role="optimizer",
                                     max_attempts=self.settings.parse_attempts,
                                     temperature=self.settings.temperature,
                                     max_tokens=self.settings.max_tokens,
-                                    seed=self.settings.seed, allowed=allowed)
+                                    seed=self.settings.seed, allowed=allowed,
+                                    max_prompt_tokens=self.settings.budget.max_prompt_tokens,
+                                    on_exchange=exchange)
         except ActionParseError as exc:
             self._clock["llm"] += time.monotonic() - t0
             self._emit("refused", {"action": None, "name": None,
                                    "why": f"no usable reply: {exc}", "errors": list(exc.errors)})
             return None
         self._clock["llm"] += time.monotonic() - t0
-        for result in reply.results:
+        return reply
+
+    def _record_exchange(self, request: list[dict[str, Any]], result: ChatResult | None,
+                         error: str | None, slot: int) -> None:
+        """One llm_call record per request as sent (within the budget), with its response cut
+        to the record limit (channel.recorded_response), parseable or not."""
+        if result is not None:
             self._counts["prompt"] += result.prompt_tokens
             self._counts["completion"] += result.completion_tokens
-            self._emit("llm_call", {
-                "role": "optimizer", "model": result.model, "slot": slot + 1,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "attempts": result.attempts,
-                "cached": result.cached, "request": messages,
-                "response": {"text": result.text, "tool_calls": [
-                    {"name": c.name, "arguments": c.arguments} for c in result.tool_calls]},
-                "parse_errors": list(reply.errors)})
-        return reply
+        self._emit("llm_call", {
+            "role": "optimizer", "model": result.model if result else self.optimizer_model,
+            "slot": slot + 1, "prompt_tokens": result.prompt_tokens if result else 0,
+            "completion_tokens": result.completion_tokens if result else 0,
+            "attempts": result.attempts if result else 0,
+            "cached": result.cached if result else False, "request": request,
+            "response": recorded_response(result) if result else None,
+            "parse_errors": [error] if error and result else [],
+            "error": error if result is None else None})
 
     def _apply(self, action: Action, slot: int, attempt: int) -> tuple[bool, str]:
         """(applied, what to tell the model). Nothing unvetted is ever applied."""
@@ -368,13 +404,17 @@ class AgentOptimizer:
         report = self._vet(action.function)
         if not report.passed:
             return self._refuse(kind, name, _rejection(name, report))
+        missed = self._check_examples(action.function, action.examples)
+        if missed:
+            return self._refuse(kind, name, missed)
         if isinstance(action, AddFunction):
             self.library.add(action.function, report)
         else:
             self.library.revise(action.function, report)
         self._counts["applied"] += 1
         self._emit("applied", {"action": kind, "name": name, "version": self.library.version,
-                               "code_hash": action.function.code_hash})
+                               "code_hash": action.function.code_hash,
+                               "spec_hash": action.function.spec_hash})
         warnings = "; ".join(f.message for f in report.warnings)[:600]
         note = f" Vetting warnings (not blocking): {warnings}" if warnings else ""
         return True, f"Applied: {name} passed vetting and is in the library.{note}"
@@ -387,6 +427,56 @@ class AgentOptimizer:
                            "spec_hash": spec.spec_hash, "passed": report.passed,
                            "report": report.to_dict()})
         return report
+
+    def _check_examples(self, spec: FunctionSpec, examples: Sequence[WorkedExample]) -> str:
+        """Empty when the worked examples hit enough known answers, else what to tell the
+        model. Nothing to check when no recorded conversation has a known answer."""
+        known = [c for c in self._recorded if c.answer is not None]
+        need = min(self.settings.examples_needed, len(known))
+        if need == 0:
+            return ""
+        t0 = time.monotonic()
+        hits: list[str] = []
+        misses: list[str] = []
+        for example in examples:
+            line = self._try_example(spec, example)
+            (hits if line is None else misses).append(line or str(example.conversation))
+        self._clock["vetting"] += time.monotonic() - t0
+        self._emit("answer_check", {"name": spec.name, "code_hash": spec.code_hash,
+                                    "needed": need, "hits": len(hits), "misses": misses})
+        if len(hits) >= need:
+            return ""
+        told = (f"{spec.name} passed vetting but was checked against the known answers: it "
+                f"needs {need} worked example(s) that return a conversation's known answer, and "
+                f"{len(hits)} did.")
+        if not examples:
+            told += (" Give `examples`: the numbers of conversations this function answers, "
+                     "with the arguments taken from their tasks.")
+        return (told + "".join(f"\n- {m}" for m in misses[:MAX_EXAMPLES]))[:1800]
+
+    def _try_example(self, spec: FunctionSpec, example: WorkedExample) -> str | None:
+        """None when the call returns the conversation's known answer, else why not."""
+        n = example.conversation
+        if not 1 <= n <= len(self._recorded) or self._recorded[n - 1].answer is None:
+            return f"conversation {n} is not a recorded conversation with a known answer"
+        answer = str(self._recorded[n - 1].answer)
+        call = f"{spec.name}({', '.join(f'{k}={v!r}' for k, v in example.args.items())})"[:200]
+        try:
+            result = self.sandbox.call(spec, example.args, timeout=self.settings.call_timeout)
+        except InvalidArguments as exc:
+            return f"conversation {n}: {call} has invalid arguments: {exc}"[:400]
+        if not result.ok:
+            err = result.error
+            what = f"{err.type}: {err.message}" if err else "an error"
+            return f"conversation {n}: {call} raised {what}"[:400]
+        if self._grader is None:
+            self._grader = Grader()
+        value = result.value
+        text = value if isinstance(value, str) else json.dumps(value)
+        if self._grader.grade(f"\\boxed{{{text}}}", answer).correct:
+            return None
+        return (f"conversation {n}: {call} returned {text[:120]}, but the problem's known "
+                f"answer is {answer[:80]}")
 
     def _refuse(self, kind: str, name: str, why: str) -> tuple[bool, str]:
         self._emit("refused", {"action": kind, "name": name, "why": why})
@@ -433,7 +523,7 @@ class AgentOptimizer:
             "best_version": self._best_version,
             "best_score": self.best_score,
             "failures": self._failures,
-            "recorded": [{"history": c.history, "satisfied": c.satisfied}
+            "recorded": [{"history": c.history, "satisfied": c.satisfied, "answer": c.answer}
                          for c in self._recorded],
             "steps_without_improvement": self._steps_without_improvement,
             "stopped": self._stopped,
@@ -452,8 +542,8 @@ class AgentOptimizer:
             self._best_version = state["best_version"]
             self.best_score = state["best_score"]
             self._failures = [dict(f) for f in state["failures"]]
-            self._recorded = [Recorded(list(c["history"]), bool(c["satisfied"]))
-                              for c in state["recorded"]]
+            self._recorded = [Recorded(list(c["history"]), bool(c["satisfied"]),
+                                       c.get("answer")) for c in state["recorded"]]
             self._steps_without_improvement = int(state["steps_without_improvement"])
             self._stopped = bool(state["stopped"])
             self.step_count = int(state["step_count"])
@@ -501,10 +591,10 @@ def _outcome_messages(reply: ActionReply, outcomes: list[str]) -> list[dict[str,
     """The reply and what became of each of its actions, in the protocol's own form."""
     result = reply.results[-1]
     if reply.mode == "tools" and result.tool_calls:
-        messages: list[dict[str, Any]] = [result.assistant_message()]
-        for i, call in enumerate(result.tool_calls):
+        messages: list[dict[str, Any]] = [replayed(result)]  # summarised when large
+        for i, call in enumerate(messages[0]["tool_calls"]):
             text = outcomes[i] if i < len(outcomes) else "Not applied."
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
         return messages
-    return [{"role": "assistant", "content": result.text or ""},
+    return [{"role": "assistant", "content": replayed(result).get("content") or ""},
             {"role": "user", "content": "\n".join(outcomes) or "Nothing was applied."}]

@@ -14,7 +14,14 @@
 7. the Ray backend on a Ray instance on this machine against the local backend: its overhead
    per conversation (one at a time, a scripted LLM answering at once, a code block each), and
    its throughput at 16 conversations in flight against a scripted 1-second LLM (skipped
-   without Ray: `make ray-deps`).
+   without Ray: `make ray-deps`);
+8. wasted generation: a scripted server that generates one reply at a time, two requests in
+   flight, fnforge's old way (whole replies, a fixed timeout) against streamed requests capped at
+   the server's slot: tokens generated per token used, abandoned requests, retries sent while
+   the server was still generating (optimizer/llm/bench.py);
+9. the embedded model on `make train`'s own workload (configs/small.toml: its problems, episode
+   settings and conversations in flight): conversations per minute, generated tokens per second
+   and tokens generated per token used, on a quiet machine and beside two CPU-bound processes.
 Ratios are of figures measured in this run, on this machine; nothing here is a pass/fail test.
 """
 
@@ -23,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +39,8 @@ from typing import Any
 
 from rich.console import Console
 
-from sandbox import CallResult, FunctionSpec, RunResult, Sandbox
-from sandbox.bench import write_figures
-from sandbox.container import connect, container_options, remove
-from sandbox.image import find_image
-from sandbox.limits import DEFAULT_LIMITS
+from sandbox import CallResult, FunctionSpec, RunResult, Sandbox, VetReport
+from sandbox.bench import HardenedDocker, write_figures
 
 from .agent_optimizer import AgentOptimizer, OptimizerSettings
 from .backends import parallel
@@ -42,6 +48,7 @@ from .conversation import EpisodeSettings, solve
 from .errors import OptimizerError
 from .events import EventLog
 from .llm import LLMClient
+from .llm.bench import wasted_generation
 from .llm.config import config_from_dict, load_config
 from .llm.scripted import Reply, ScriptedLLM, text, tool_call
 from .math import Grader, Problem
@@ -267,23 +274,20 @@ class DockerRunPerCall:
     """Upstream's execution: every code block in a new container (hardened like fnforge's)."""
 
     def __init__(self) -> None:
-        self.client = connect()
-        self.image = str(find_image(self.client).id)
+        self.docker = HardenedDocker()
 
     def run(self, code: str, functions: Sequence[FunctionSpec] = (), *,
             timeout: float | None = None) -> RunResult:
         source = "\n\n".join([*(f.code for f in functions), code])
-        options = container_options(self.image, DEFAULT_LIMITS)
-        options.update(entrypoint=["/usr/bin/python3", "-c", source], stdin_open=False,
-                       log_config={"type": "json-file", "config": {}})
         started = time.perf_counter()
-        container = self.client.containers.run(detach=True, **options)
+        container = self.docker.start(["/usr/bin/python3", "-c", source],
+                                      log_config={"type": "json-file", "config": {}})
         try:
             status = container.wait(timeout=timeout or 30)
             out = container.logs(stdout=True, stderr=False).decode()
             err = container.logs(stdout=False, stderr=True).decode()
         finally:
-            remove(container)
+            self.docker.remove(container)
         code_ = int(status.get("StatusCode", 1))
         return RunResult(ok=code_ == 0, stdout=out, stderr=err, exit_code=code_,
                          duration_ms=(time.perf_counter() - started) * 1000)
@@ -291,6 +295,9 @@ class DockerRunPerCall:
     def call(self, spec: FunctionSpec, args: dict[str, Any] | None = None, *,
              timeout: float | None = None) -> CallResult:
         raise OptimizerError("the upstream baseline runs code blocks only")
+
+    def vet(self, spec: FunctionSpec) -> VetReport:
+        raise OptimizerError("the upstream baseline vets nothing (it is offered no functions)")
 
 
 def upstream_epoch(sandbox: Sandbox, grader: Grader, n: int = 8) -> dict[str, Any]:
@@ -311,6 +318,62 @@ def upstream_epoch(sandbox: Sandbox, grader: Grader, n: int = 8) -> dict[str, An
     return {"conversations": n, **times}
 
 
+# -- 9. the embedded model on make train's workload, quiet and under load -------------------------
+TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "small.toml"
+CPU_HOG = "while True: pass"
+
+
+def embedded_throughput(local: LLMClient, sandbox: Sandbox, grader: Grader, problems: int,
+                        hogs: Sequence[int] = (0, 2)) -> dict[str, Any]:
+    """`problems` of the training split of configs/small.toml, solved with its episode settings
+    and `concurrency`, once per number of CPU hogs beside it; a fresh client each time, so its
+    usage report is that phase's alone."""
+    from .runconfig import load_run_config
+    from .train import make_split
+
+    config = load_run_config(TRAIN_CONFIG)
+    config_, base_url = local.worker_settings()  # the same server, a client of its own
+    the_split = make_split(config.data)
+    chosen = (list(the_split.train) + list(the_split.validation))[:problems]
+    out: dict[str, Any] = {"problems": len(chosen), "concurrency": config.train.concurrency,
+                           "max_tokens": config.episode.max_tokens}
+
+    def work(problem: Problem) -> Any:
+        return solve(problem, client=client, sandbox=sandbox, functions=[], grader=grader,
+                     settings=config.episode)
+
+    for n in hogs:
+        label = "quiet" if n == 0 else f"{n}_cpu_hogs"
+        procs = [subprocess.Popen([sys.executable, "-c", CPU_HOG]) for _ in range(n)]
+        client = LLMClient(config_, use_config_cache=False, base_url=base_url)
+        try:
+            with _console.status(f"{len(chosen)} conversations on the embedded model ({label})"):
+                started = time.perf_counter()
+                results = [r for _, r in parallel(chosen, work, config.train.concurrency)]
+                seconds = time.perf_counter() - started
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            client.close()
+        usage = client.usage_report()["run"]
+        outcomes: dict[str, int] = {}
+        for r in results:
+            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+        out[label] = {
+            "seconds": round(seconds, 1),
+            "conversations_per_minute": round(60 * len(results) / seconds, 2),
+            "turns": sum(r.turns for r in results), "correct": sum(r.correct for r in results),
+            "outcomes": outcomes,
+            "generated_tokens_per_s": round(usage["tokens_generated"] / seconds, 2),
+            "tokens_generated": usage["tokens_generated"],
+            "tokens_used": usage["completion_tokens"],
+            "generated_per_used": usage["generated_per_used"],
+            **{k: usage[k] for k in ("calls", "retries", "abandoned", "left_running",
+                                     "retried_while_generating", "queue_wait_s")}}
+    return out
+
+
 def _local_client() -> LLMClient | None:
     config = load_config()
     if config.provider != "local":
@@ -328,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument("--steps", type=int, default=4,
                         help="optimizer steps with the embedded model (default 4)")
+    parser.add_argument("--problems", type=int, default=4,
+                        help="conversations per phase of the embedded model's throughput "
+                             "(default 4; 0 skips it)")
     args = parser.parse_args(argv)
     from .llm.local import LocalServer
 
@@ -347,8 +413,12 @@ def main(argv: list[str] | None = None) -> int:
             figures["concurrency"] = concurrency(sandbox, grader)
             figures["upstream_epoch"] = upstream_epoch(sandbox, grader)
             figures["ray_backend"] = ray_backend(sandbox, grader)
+            figures["wasted_generation"] = wasted_generation()
             if local is not None:
                 figures["vetted_proposals"] = vetted_share(local, sandbox, args.steps)
+                if args.problems > 0:
+                    figures["embedded_throughput"] = embedded_throughput(
+                        local, sandbox, grader, args.problems)
     finally:
         if started:
             server.stop()
@@ -389,6 +459,24 @@ def _report(f: dict[str, Any]) -> None:
         _console.print(f"Ray backend, 16 in flight, scripted 1 s LLM: "
                        f"{many['ray_conversations_per_s']} conversations/s (local "
                        f"{many['local_conversations_per_s']})")
+    w = f["wasted_generation"]
+    for mode in ("whole_replies_fixed_timeout", "streamed_capped"):
+        m = w[mode]
+        _console.print(f"wasted generation, scripted one-slot server, {w['in_flight']} in "
+                       f"flight, {mode.replace('_', ' ')}: {m['generated_per_used']} tokens "
+                       f"generated per token used, {m['abandoned']} abandoned, "
+                       f"{m['retried_while_generating']} retried while generating, "
+                       f"{m['seconds']} s")
+    t = f.get("embedded_throughput")
+    for label, row in (t or {}).items():
+        if isinstance(row, dict):
+            _console.print(
+                f"embedded model, make train's workload, {label.replace('_', ' ')}: "
+                f"{row['conversations_per_minute']} conversations/min, "
+                f"{row['generated_tokens_per_s']} generated tokens/s, "
+                f"{row['generated_per_used']} tokens generated per token used (1.0 = nothing "
+                f"wasted), {row['retried_while_generating']} retried while generating, "
+                f"{row['left_running']} left running")
     v = f.get("vetted_proposals")
     if v:
         _console.print(f"optimizer steps with at least one vetted function (embedded model): "

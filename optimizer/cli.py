@@ -20,9 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sandbox import SandboxError
-from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, report_bug
-from sandbox.text import terminal_safe
+from sandbox import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, SandboxError, report_bug, terminal_safe
 
 from .errors import ConfigError, DatasetError, OptimizerError
 
@@ -63,11 +61,15 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .runconfig import RunConfig, load_run_config
+    from .runconfig import load_run_config, saved_run_config
     from .train import train
 
-    if args.resume:
-        run_dir, config = Path(args.resume), RunConfig()
+    if args.resume:  # the run's own configuration for everything, the model server included
+        if args.config or args.run_dir:
+            raise ConfigError("--resume continues a run with the configuration it saved; "
+                              "leave out --config and --run-dir")
+        run_dir = Path(args.resume)
+        config = saved_run_config(run_dir)
     else:
         if not args.config:
             raise ConfigError("train needs --config FILE (e.g. configs/small.toml), or "
@@ -110,9 +112,8 @@ def _resumable(work: Callable[[], object], llm_table: dict[str, Any], started: P
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sandbox import FunctionLibrary
-
     from .evaluate import evaluate
+    from .libraries import load_library
     from .math import Split
     from .runconfig import load_run_config, run_config_from_dict
     from .train import RunDirectory, make_split
@@ -125,15 +126,15 @@ def _eval(args: argparse.Namespace) -> int:
                               "or split.json)")
         config = run_config_from_dict(saved, str(run / "config.json"))
         problems = list(Split.from_dict(split_data).test)
-        library = FunctionLibrary.load(Path(args.library) if args.library else
-                                       run / "library.json")
+        library = load_library(Path(args.library) if args.library else run / "library.json",
+                               config.sandbox.runtime)
         out = Path(args.out) if args.out else run.path
     else:
         if not (args.library and args.config):
             raise ConfigError("eval needs --run RUN, or --library FILE with --config FILE")
         config = load_run_config(args.config)
         problems = list(make_split(config.data).test)
-        library = FunctionLibrary.load(args.library)
+        library = load_library(args.library, config.sandbox.runtime)
         out = Path(args.out) if args.out else Path("runs") / \
             f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     where = _backend_choice(args)
@@ -153,10 +154,10 @@ def _eval(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _local_model(llm_table: dict[str, Any]) -> Iterator[None]:
     """With the embedded model: start its server if none runs, and stop it again afterwards."""
-    from .llm.config import config_from_dict, load_config
+    from .llm.config import resolve_llm_config
     from .llm.local import LocalServer
 
-    config = config_from_dict(llm_table) if llm_table else load_config()
+    config, _ = resolve_llm_config(llm_table or None)  # as train and evaluate resolve it
     if config.provider != "local":
         yield
         return
@@ -201,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_backend_arguments(train)
     ev = groups.add_parser("eval", help="the test problems without and with a library, paired")
     ev.add_argument("--run", help="a training run: its test split and its best library")
-    ev.add_argument("--library", help="a library JSON (with --config, or instead of the run's)")
+    ev.add_argument("--library", help="a library JSON, or a TOML function file such as "
+                    "libraries/number-theory.toml (with --config, or instead of the run's)")
     ev.add_argument("--config", help="run configuration, when not evaluating a run")
     ev.add_argument("--out", help="where eval.json goes (default: the run directory)")
     ev.add_argument("--lock", help="a lock file (review lock): evaluate only the approved "

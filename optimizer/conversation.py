@@ -1,12 +1,17 @@
 """One episode: an assistant LLM and a user proxy solve one problem, every line of code in the
 sandbox.
 
-The assistant sees the problem and the library's functions (as tools when it can call tools, and
-by name in the Python it writes either way). The user proxy:
+At its start the episode asks the library's one registration path
+(`optimizer.registration.register_for_episode`) what it may use: the functions that pass vetting
+against this sandbox now, and how the assistant is shown them (Python signatures with a usage
+example in its user turn, by default; also as tools with `library_as = "tools"`). The user proxy:
+- runs the Python code blocks of a reply with `Sandbox.run`, the library's functions defined (a
+  block that re-defines a library name gets the library's version: the runner keeps it),
 - runs each tool call as `Sandbox.call` of that function (arguments checked against its schema),
-- runs the Python code blocks of a reply with `Sandbox.run`, the library's functions defined,
 - returns the results as the next messages,
 and the episode ends at a final `\\boxed{}` answer, TERMINATE, the turn limit or the time limit.
+Both arms of an evaluation get the same system prompt, turns and tokens; only the library block
+differs (compute-matched).
 
 Faults are sorted by whose they are, so the optimizer never learns from noise:
 - the code's (an exception, a timeout, a memory limit): a message for the assistant;
@@ -28,15 +33,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult
+from sandbox import CallResult, FunctionSpec, InvalidArguments, RunResult, VetReport
 
 from .errors import ContextTooLong, LLMRequestError
 from .history.calls import CODE_BLOCK, call_data
-from .llm import ChatResult, LLMClient
+from .llm import ChatResult, DeadlineExceeded, LLMClient
 from .math import Grader, Problem, extract_answer
+from .registration import EpisodeRegistration, LibraryPresentation, register_for_episode
 
-__all__ = ["ConversationResult", "EpisodeSettings", "Executor", "assistant_system_prompt",
-           "solve"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "ConversationResult",
+    "EpisodeSettings",
+    "Executor",
+    "library_calls",
+    "solve",
+    "user_turn",
+]
 
 EPISODE_ATTEMPTS = 3  # an episode whose sandboxed call the engine lost is run again from the start
 CODE_FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
@@ -52,6 +65,8 @@ class Executor(Protocol):
     def run(self, code: str, functions: Sequence[FunctionSpec] = (), *,
             timeout: float | None = None) -> RunResult: ...
 
+    def vet(self, spec: FunctionSpec) -> VetReport: ...
+
 
 @dataclass(frozen=True)
 class EpisodeSettings:
@@ -60,6 +75,7 @@ class EpisodeSettings:
     call_timeout: float = 10.0  # one function call or code block
     max_tokens: int | None = 700  # one assistant reply
     temperature: float | None = 0.0
+    library_as: LibraryPresentation = "code"  # "tools": also offered as OpenAI tools
 
 
 @dataclass
@@ -80,9 +96,17 @@ class ConversationResult:
     calls: list[dict[str, Any]] = field(default_factory=list)  # every sandboxed call, in order
     grade_reason: str = ""
     faults: list[str] = field(default_factory=list)  # infrastructure faults that restarted it
+    library_calls: dict[str, int] = field(default_factory=dict)  # per offered function: tool
+    # calls plus calls by name in code blocks
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # functions vetting refused
+    # at the episode's start (registration.register_for_episode says why)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def used_library(self) -> bool:
+        return any(self.library_calls.values())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConversationResult:
@@ -92,20 +116,43 @@ class ConversationResult:
 DEFAULT_EPISODE = EpisodeSettings()
 
 
-def assistant_system_prompt(functions: Sequence[FunctionSpec]) -> str:
-    lines = [
-        "You solve math competition problems. Think step by step. You may write Python to "
-        "compute: put it in one ```python code block``` and it is run for you (sympy, numpy, "
-        "fractions and math are available; print what you need); its output comes back in the "
-        "next message. When you know the answer, reply with it in \\boxed{} and no code.",
-    ]
-    if functions:
-        lines.append("These functions are available, as tools and by name in your Python code "
-                     "(no import needed):")
-        for spec in functions:
-            params = ", ".join(spec.parameters.get("properties", {}))
-            lines.append(f"- {spec.name}({params}): {spec.description}")
-    return "\n".join(lines)
+SYSTEM_PROMPT = (
+    "You solve math competition problems with Python. Think step by step, then write one "
+    "```python code block``` that computes the answer and prints it; it is run for you (sympy, "
+    "numpy, fractions and math are available) and its output comes back in the next message. "
+    "When you know the answer, reply with it in \\boxed{} and no code.")
+"""The same for every episode and both arms of an evaluation (a stable, cached prefix)."""
+
+
+_PROBLEM_HEAD = "Problem: "
+
+
+def user_turn(problem: Problem, registration: EpisodeRegistration) -> str:
+    """The library block first (stable across problems, so the server reuses its prefix), then
+    the problem."""
+    block = registration.prompt_block()
+    return (f"{block}\n\n" if block else "") + _PROBLEM_HEAD + problem.question
+
+
+def task_of(first_user_turn: str) -> str:
+    """The problem of an episode's first user turn, without the library block."""
+    if first_user_turn.startswith(_PROBLEM_HEAD):
+        return first_user_turn[len(_PROBLEM_HEAD):]
+    block_end = first_user_turn.find("```\n\n" + _PROBLEM_HEAD)
+    if block_end >= 0:
+        return first_user_turn[block_end + 5 + len(_PROBLEM_HEAD):]
+    return first_user_turn
+
+
+def library_calls(code: str, names: Sequence[str]) -> dict[str, int]:
+    """How often a code block calls each library name (a `def` of the name is not a call)."""
+    counts = {}
+    for name in names:
+        calls = len(re.findall(rf"(?<![\w.]){re.escape(name)}\s*\(", code))
+        defs = len(re.findall(rf"\bdef\s+{re.escape(name)}\s*\(", code))
+        if calls - defs > 0:
+            counts[name] = calls - defs
+    return counts
 
 
 def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
@@ -127,15 +174,20 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
              functions: Sequence[FunctionSpec], grader: Grader, settings: EpisodeSettings,
              on_call: Callable[[dict[str, Any]], None] | None) -> ConversationResult:
     started = time.monotonic()
-    by_name = {s.name: s for s in functions}
-    tools = [{"type": "function", "function": {"name": s.name, "description": s.description,
-                                               "parameters": s.parameters}} for s in functions]
+    registration = register_for_episode(functions, sandbox, settings.library_as) \
+        if functions else EpisodeRegistration(presentation=settings.library_as)
+    by_name = {s.name: s for s in registration.functions}
+    tools = registration.tools()
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": assistant_system_prompt(functions)},
-        {"role": "user", "content": problem.question}]
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_turn(problem, registration)}]
     result = ConversationResult(problem.id, messages, None, False, "turn_limit",
                                 f"no final answer in {settings.max_turns} turns",
-                                functions=sorted(by_name))
+                                functions=sorted(by_name),
+                                left_out=list(registration.left_out))
+
+    def used(name: str, times: int = 1) -> None:
+        result.library_calls[name] = result.library_calls.get(name, 0) + times
     lost: list[str] = []  # a call the engine lost: the episode is void
 
     def record(call: dict[str, Any]) -> None:
@@ -154,9 +206,13 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
             result.outcome, result.reason = "time_limit", f"over {settings.seconds:g} s"
             break
         try:
-            reply = client.chat("assistant", messages, tools=tools or None,
+            reply = client.chat("assistant", messages, tools=tools,
                                 max_tokens=settings.max_tokens,
-                                temperature=settings.temperature)
+                                temperature=settings.temperature,
+                                deadline=started + settings.seconds)
+        except DeadlineExceeded:  # the episode's own time ran out while the model answered
+            result.outcome, result.reason = "time_limit", f"over {settings.seconds:g} s"
+            break
         except (ContextTooLong, LLMRequestError) as exc:
             if isinstance(exc, LLMRequestError) and exc.status in (None, 402, 404, 429):
                 raise  # quota, billing, a wrong URL: the endpoint's, not this episode's
@@ -170,11 +226,15 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         if reply.tool_calls:
             for call in reply.tool_calls:
                 result.tool_calls += 1
+                if call.name in by_name:
+                    used(call.name)
                 messages.append(_tool_message(call.id, call.name, call.arguments, by_name,
                                               sandbox, settings, record, check))
         elif blocks := CODE_FENCE.findall(text):
             result.code_blocks += 1
             code = "\n\n".join(blocks)
+            for name, times in library_calls(code, list(by_name)).items():
+                used(name, times)
             try:
                 run = sandbox.run(code, list(by_name.values()), timeout=settings.call_timeout)
             except InvalidArguments as exc:  # e.g. a block over the request size limit

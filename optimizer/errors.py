@@ -22,6 +22,11 @@
 
 Sandbox errors (`sandbox.SandboxError` and its subclasses) are not wrapped: they say what is
 wrong with the engine, the image or a function, and pass through unchanged.
+
+Bad data is always one of the classes above: a reference without an answer, a malformed dataset
+file and an impossible split raise DatasetError (also a ValueError). A bare ValueError
+or TypeError means the caller's own programming error: an argument outside its documented range
+(`Grader(workers=0)`, a split other than "train" or "test", settings out of range).
 """
 
 from __future__ import annotations

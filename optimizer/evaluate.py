@@ -1,38 +1,47 @@
 """Evaluation: the same test problems without the library and with it, paired.
 
-Each test problem is solved twice, by the same assistant under the same settings: once with no
-functions (the baseline) and once with the trained library. The table gives, per subject and in
-all, each arm's accuracy with a 95% Wilson interval and McNemar's exact test on the paired
-outcomes (only the problems where the arms disagree carry information). Every finished
-conversation is journaled, so an interrupted evaluation resumes where it stopped.
+Each test problem is solved twice, by the same assistant under the same settings (the same
+system prompt, turn and token limits: compute-matched): once with no functions (the baseline)
+and once with the library. The table gives, per subject and in all, each arm's accuracy with a
+95% Wilson interval, McNemar's exact test on the paired outcomes (only the problems where the
+arms disagree carry information), and the smallest gain that many pairs could detect, so a
+null result that only means "too few problems" reads as such. It also says how often the
+library arm called its library, and what each arm spent. Every finished conversation is
+journaled, so an interrupted evaluation resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import hashlib
+import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from sandbox import FunctionLibrary, FunctionSpec, Sandbox
-from sandbox.text import markup_safe
+from sandbox import FunctionLibrary, FunctionSpec, Sandbox, markup_safe
 
-from .backends import Backend, Episode, backend_for
+from .backends import Backend, Episode
+from .conversation import ConversationResult
 from .llm import LLMClient
-from .llm.config import resolve_llm_config
-from .math import Grader, Problem
+from .math import Problem
 from .runconfig import RunConfig
-from .train import RunDirectory, _progress
+from .session import RunDirectory, library_use, open_session, progress_bar, use_text
 
-__all__ = ["ARMS", "EvalRow", "evaluate", "mcnemar_exact", "summarise", "wilson"]
+__all__ = ["ARMS", "EvalRow", "detectable_effect", "evaluate", "mcnemar_exact", "summarise",
+           "wilson"]
 
 ARMS = ("base", "library")
+ARM_BLOCK = 8
+"""Problems per arm in a row: both arms advance together (a slower machine later on weighs on
+both alike), yet a local server keeps one arm's prompt prefix cached for several requests
+(alternating arms on every request made it re-read the library block each time)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,12 @@ class EvalRow:
     base_only: int  # right without, wrong with
     p_value: float
 
+    @property
+    def detectable(self) -> float | None:
+        """The smallest gain these pairs detect (see detectable_effect)."""
+        return detectable_effect(self.n, (self.library_only + self.base_only) / self.n
+                                 if self.n else 0.0)
+
     def to_dict(self) -> dict[str, Any]:
         return {"subject": self.subject, "n": self.n,
                 "base": {"correct": self.base_correct, "accuracy": self.base_correct / self.n,
@@ -53,7 +68,10 @@ class EvalRow:
                             "accuracy": self.library_correct / self.n,
                             "ci95": wilson(self.library_correct, self.n)},
                 "discordant": {"library_only": self.library_only, "base_only": self.base_only},
-                "mcnemar_p": self.p_value}
+                "mcnemar_p": self.p_value,
+                "gain": (self.library_correct - self.base_correct) / self.n,
+                "gain_ci95": paired_difference_ci(self.n, self.library_only, self.base_only),
+                "detectable_gain": self.detectable}
 
 
 def wilson(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -75,6 +93,77 @@ def mcnemar_exact(b: int, c: int) -> float:
     k = min(b, c)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
     return float(min(1.0, 2 * tail))
+
+
+def detectable_effect(n: int, discordant_share: float = 0.0, *, alpha: float = 0.05,
+                      power: float = 0.8) -> float | None:
+    """The smallest accuracy gain (library minus base, a share of n) that an exact two-sided
+    McNemar test on n pairs detects with the given power at level alpha.
+
+    Power depends on how many pairs disagree: this assumes the share of discordant pairs seen
+    (at least the gain itself, when every disagreement favours the library). None when even a
+    gain of 100 points is out of reach."""
+    if n <= 0:
+        return None
+
+    def enough(step: int) -> bool:
+        gain = step / 200
+        return _mcnemar_power(n, gain, min(1.0, max(discordant_share, gain)), alpha) >= power
+
+    if not enough(200):
+        return None
+    low, high = 0, 200  # power grows with the gain: the smallest step that is enough
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high / 200
+
+
+def _mcnemar_power(n: int, gain: float, share: float, alpha: float) -> float:
+    """P(exact McNemar rejects) when a pair is discordant with probability `share` and a
+    discordant pair favours the library with probability (share + gain) / (2 share)."""
+    q = min(1.0, (share + gain) / (2 * share))
+    total = 0.0
+    for m in range(1, n + 1):
+        k = _rejecting_count(m, alpha)
+        if k is not None:
+            total += _pmf(n, m, share) * sum(_pmf(m, i, q) for i in range(k, m + 1))
+    return total
+
+
+def _pmf(n: int, k: int, p: float) -> float:
+    """Binomial P(X = k), in floats (log-gamma): exact big-int sums are far too slow here."""
+    if p <= 0.0 or p >= 1.0:
+        return float(k == (n if p >= 1.0 else 0))
+    log = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+           + k * math.log(p) + (n - k) * math.log1p(-p))
+    return math.exp(log)
+
+
+@functools.cache
+def _rejecting_count(m: int, alpha: float) -> int | None:
+    """The fewest of m discordant pairs favouring the library that the exact test rejects at:
+    the upper tail, summed from the top, until its two-sided p-value passes alpha."""
+    found, tail, term = None, 0, 1  # term = comb(m, k), from k = m down
+    for k in range(m, m // 2, -1):
+        tail += term
+        if 2 * tail > alpha * 2 ** m:
+            break
+        found = k
+        term = term * k // (m - k + 1)
+    return found
+
+
+def paired_difference_ci(n: int, library_only: int, base_only: int,
+                         z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wald interval of the paired accuracy difference (library minus base), from the
+    discordant counts."""
+    if n == 0:
+        return (-1.0, 1.0)
+    d = (library_only - base_only) / n
+    var = ((library_only + base_only) / n - d * d) / n
+    half = z * math.sqrt(max(var, 0.0))
+    return (round(max(-1.0, d - half), 4), round(min(1.0, d + half), 4))
 
 
 def summarise(problems: Sequence[Problem],
@@ -104,52 +193,88 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     started = time.monotonic()
     run = RunDirectory(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if client is None:
-        llm, key = resolve_llm_config(config.llm or None)
-        client = LLMClient(llm, api_key=key)
-    outcomes: dict[tuple[str, str], bool] = {}
+    functions = tuple(library.specs())  # each episode registers what passes (registration.py)
+    key = _fingerprint(functions, config)
+    results: dict[tuple[str, str], ConversationResult] = {}
     for record in run.journal("eval-journal.jsonl"):
-        if record.get("library_version") == library.version:
-            outcomes[(record["arm"], record["result"]["problem_id"])] = \
-                bool(record["result"]["correct"])
-    with contextlib.ExitStack() as stack:
-        if sandbox is None:
-            sandbox = stack.enter_context(Sandbox(
-                pool_size=config.sandbox.pool_size, runtime=config.sandbox.runtime or None,
-                engine_wait_s=config.sandbox.engine_wait_s))
-        grader = stack.enter_context(Grader())
-        if backend is None:
-            backend = stack.enter_context(contextlib.closing(backend_for(
-                config, client=client, sandbox=sandbox, grader=grader)))
-        functions = [s for s in library.specs() if sandbox.vet(s).passed]
-        arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": tuple(functions)}
-        todo = [Episode(p, arms[arm], arm) for p in problems for arm in ARMS
-                if (arm, p.id) not in outcomes]
-        with _progress(console) as progress:
+        if record.get("library_key") == key:
+            result = ConversationResult.from_dict(record["result"])
+            results[(record["arm"], result.problem_id)] = result
+    with open_session(config, client=client, sandbox=sandbox, backend=backend) as session:
+        arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": functions}
+        todo = [Episode(p, arms[arm], arm)
+                for start in range(0, len(problems), ARM_BLOCK) for arm in ARMS
+                for p in problems[start:start + ARM_BLOCK] if (arm, p.id) not in results]
+        with progress_bar(console) as progress:
             task = progress.add_task("evaluation", total=2 * len(problems),
-                                     completed=2 * len(problems) - len(todo), stats="")
-            for episode, result in backend.solve_all(todo, config.episode):
+                                     completed=2 * len(problems) - len(todo),
+                                     stats=_running(results))
+            for episode, result in session.backend.solve_all(todo, config.episode):
                 arm = episode.tag
-                outcomes[(arm, result.problem_id)] = result.correct
+                results[(arm, result.problem_id)] = result
                 run.append_journal({"arm": arm, "library_version": library.version,
-                                    "result": result.to_dict()}, "eval-journal.jsonl")
-                progress.update(task, advance=1, stats=_running(outcomes))
-    rows = summarise(problems, outcomes)
-    report = {"problems": len(problems), "functions": [s.name for s in functions],
-              "library_version": library.version, "seconds": round(time.monotonic() - started, 1),
-              "rows": [r.to_dict() for r in rows]}
+                                    "library_key": key, "result": result.to_dict()},
+                                   "eval-journal.jsonl")
+                run.record_left_out(result, arm=arm)
+                progress.update(task, advance=1, stats=_running(results))
+    rows = summarise(problems, {k: r.correct for k, r in results.items()})
+    by_arm = {arm: [r for (a, _), r in results.items() if a == arm] for arm in ARMS}
+    report: dict[str, Any] = {
+              "problems": len(problems), "functions": [s.name for s in functions],
+              "library_version": library.version, "library_key": key,
+              "presentation": config.episode.library_as,
+              "seconds": round(time.monotonic() - started, 1),
+              "rows": [r.to_dict() for r in rows],
+              "library_use": library_use(by_arm["library"]),
+              "compute": {arm: _compute(rs) for arm, rs in by_arm.items()},
+              "limits": {"max_turns": config.episode.max_turns,
+                         "max_tokens": config.episode.max_tokens,
+                         "seconds": config.episode.seconds}}
     run.write_json("eval.json", report)
     console.print(_table(rows))
+    if rows:
+        overall = rows[-1]
+        lo, hi = paired_difference_ci(overall.n, overall.library_only, overall.base_only)
+        can = overall.detectable
+        console.print(
+            f"gain {100 * (overall.library_correct - overall.base_correct) / overall.n:+.1f} "
+            f"points, 95% interval [{100 * lo:+.1f}, {100 * hi:+.1f}]; {overall.n} pairs detect "
+            + (f"a gain of {100 * can:.1f} points or more" if can is not None else "no gain")
+            + " (exact McNemar, alpha 0.05, power 0.8)")
+    use = report["library_use"]
+    if use["offered"]:
+        console.print(f"library called in {use['used']} of {use['offered']} conversations "
+                      f"that offered it; per function: "
+                      f"{markup_safe(json.dumps(use['per_function']))}")
     return report
 
 
-def _running(outcomes: dict[tuple[str, str], bool]) -> str:
+def _fingerprint(functions: Sequence[FunctionSpec], config: RunConfig) -> str:
+    """What a journaled result was solved with: the exact specs, their presentation and the
+    episode settings (a resumed evaluation reuses only results of the same)."""
+    data = json.dumps([[s.spec_hash for s in functions], asdict(config.episode)],
+                      sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _compute(results: Sequence[ConversationResult]) -> dict[str, Any]:
+    """What an arm spent: equal limits, and here what was used under them."""
+    n = len(results) or 1
+    return {"conversations": len(results),
+            "turns": round(sum(r.turns for r in results) / n, 2),
+            "prompt_tokens": round(sum(r.prompt_tokens for r in results) / n, 1),
+            "completion_tokens": round(sum(r.completion_tokens for r in results) / n, 1),
+            "seconds": round(sum(r.seconds for r in results) / n, 1)}
+
+
+def _running(results: dict[tuple[str, str], ConversationResult]) -> str:
     parts = []
     for arm in ARMS:
-        done = [v for (a, _), v in outcomes.items() if a == arm]
+        done = [r for (a, _), r in results.items() if a == arm]
         if done:
-            parts.append(f"{arm} {sum(done)}/{len(done)}")
-    return "  ".join(parts)
+            parts.append(f"{arm} {sum(r.correct for r in done)}/{len(done)}")
+    library = [r for (a, _), r in results.items() if a == "library"]
+    return "  ".join(parts) + use_text(library)
 
 
 def _table(rows: Sequence[EvalRow]) -> Table:

@@ -7,6 +7,12 @@ code that failed and its error, the final answer), failed conversations come fir
 a sample spread over the different ways the agent worked, and everything is cut to a budget.
 The stable part (instructions, rules, a worked example) comes first, so a local llama.cpp server
 reuses its cached prefix from one call to the next.
+
+Everything in the variable part that fnforge did not write (function descriptions and code,
+conversations, tool results, errors) is data, never instructions: each untrusted value is quoted
+onto one line with `quote_untrusted`, and whole sections of such lines (or of code) go inside an
+`untrusted_block`, whose end marker the data cannot forge. Other prompts use the same two
+helpers.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox import FunctionSpec
-from sandbox.policy import allowed_modules
+from sandbox import FunctionSpec, allowed_modules
+
+from .conversation import task_of
+from .quoting import quote_untrusted, untrusted_block
 
 __all__ = ["PromptBudget", "PromptStats", "Recorded", "digest", "estimate_tokens",
-           "system_prompt", "user_prompt"]
+           "quote_untrusted", "system_prompt", "untrusted_block", "user_prompt"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Recorded:
 
     history: list[dict[str, Any]]
     satisfied: bool
+    answer: str | None = None  # the problem's known answer, when the caller gave it
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 3.2)
 
 
+# -- untrusted text into prompts ------------------------------------------------------------------
 _EXAMPLE = {
     "name": "count_divisors",
     "description": "Number of positive divisors of a positive integer n.",
@@ -92,9 +102,15 @@ def system_prompt() -> str:
         "function is accepted;\n"
         "- it is general and reusable (solving, counting, number theory, geometry, algebra "
         "helpers), never the answer to one particular problem.\n\n"
+        "- `examples` holds calls that answer recorded conversations' problems: the "
+        "conversation's number and the arguments taken from its task; the function is applied "
+        "only if what it returns for them is the known answer (at least two when two or more "
+        "conversations are shown), so propose functions that compute whole answers.\n\n"
         "A good add_function proposal looks like this:\n"
         + json.dumps({"action": "add_function", "reason": "the agent miscounted divisors by "
-                      "hand in two problems", "function": _EXAMPLE})
+                      "hand in two problems", "function": _EXAMPLE,
+                      "examples": [{"conversation": 2, "args": {"n": 196}},
+                                   {"conversation": 5, "args": {"n": 72}}]})
         + "\n\nPropose one change at a time."
     )
 
@@ -123,16 +139,24 @@ def user_prompt(library: Sequence[FunctionSpec], failures: Sequence[Mapping[str,
 def _library_text(library: Sequence[FunctionSpec], tokens: int) -> str:
     if not library:
         return "The library is empty: the agent has no functions yet."
-    lines = [f"The library has {len(library)} function(s):"]
+    lines = []
     budget = tokens * 3.2
     for spec in library:
-        params = ", ".join(spec.parameters.get("properties", {}))
-        head = f"- {spec.name}({params}): {spec.description}"
-        with_code = f"{head}\n```python\n{spec.code.rstrip()}\n```"
+        params = quote_untrusted(", ".join(spec.parameters.get("properties", {})), 200)
+        head = f"- {spec.name}({params}): {quote_untrusted(spec.description, 400)}"
+        with_code = f"{head}\n{_fenced(spec.code.rstrip())}"
         entry = with_code if len(with_code) <= budget else head
         budget -= len(entry)
         lines.append(entry if budget > 0 else f"- {spec.name}({params})")
-    return "\n".join(lines)
+    return (f"The library has {len(library)} function(s):\n"
+            + untrusted_block("library", "\n".join(lines)))
+
+
+def _fenced(code: str) -> str:
+    """Code in a Markdown fence longer than any run of backticks inside it."""
+    longest = max((len(run) for run in re.findall("`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}python\n{code}\n{fence}"
 
 
 def _failures_text(failures: Sequence[Mapping[str, Any]], tokens: int) -> str:
@@ -142,12 +166,13 @@ def _failures_text(failures: Sequence[Mapping[str, Any]], tokens: int) -> str:
     budget = tokens * 3.2
     for f in sorted(failures, key=lambda f: -float(f.get("score", 0.0))):
         line = (f"- score {float(f.get('score', 0.0)):.2f}: "
-                + ", ".join(f"{n}: {d}"[:120] for n, d in f.get("functions", {}).items()))
+                + ", ".join(quote_untrusted(f"{n}: {d}", 120)
+                            for n, d in f.get("functions", {}).items()))
         if len(line) > budget:
             break
         budget -= len(line)
         lines.append(line or "- (empty library)")
-    return "\n".join(lines)
+    return lines[0] + "\n" + untrusted_block("worse sets", "\n".join(lines[1:]))
 
 
 def _conversations_text(conversations: Sequence[Recorded], chars: float,
@@ -158,7 +183,7 @@ def _conversations_text(conversations: Sequence[Recorded], chars: float,
     ordered = failed + _spread(solved)
     out, shown, failed_shown = [], 0, 0
     for i, conv in ordered:
-        text = digest(conv.history, conv.satisfied, i + 1, per_conversation)
+        text = digest(conv.history, conv.satisfied, i + 1, per_conversation, conv.answer)
         if len(text) > chars:
             break
         chars -= len(text)
@@ -168,7 +193,8 @@ def _conversations_text(conversations: Sequence[Recorded], chars: float,
     n_ok = len(solved)
     head = (f"Conversations since the last change: {len(conversations)} ({n_ok} solved, "
             f"{len(failed)} failed); {shown} shown below, failed first.")
-    return "\n\n".join([head, *out]), shown, failed_shown
+    body = untrusted_block("conversations", "\n\n".join(out)) if out else ""
+    return "\n\n".join([head, body]) if body else head, shown, failed_shown
 
 
 def _spread(items: list[tuple[int, Recorded]]) -> list[tuple[int, Recorded]]:
@@ -195,19 +221,21 @@ _CODE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
 
 def digest(history: Sequence[Mapping[str, Any]], satisfied: bool, number: int,
-           max_chars: int) -> str:
+           max_chars: int, answer: str | None = None) -> str:
     """A conversation's key lines: the task, tool calls and results, failing code and its
-    error, the final answer."""
-    lines = [f"Conversation {number} ({'solved' if satisfied else 'FAILED'}):"]
+    error, the final answer (and the known one, which worked examples must reproduce)."""
+    known = f"; known answer: {_clip(answer, 80)}" if answer is not None else ""
+    lines = [f"Conversation {number} ({'solved' if satisfied else 'FAILED'}{known}):"]
     messages = [m for m in history if isinstance(m, Mapping)]
     task = next((_text(m) for m in messages if m.get("role") == "user"), "")
-    lines.append(f"  task: {_clip(task, 500)}")
+    lines.append(f"  task: {_clip(task_of(task), 500)}")
     for m in messages:
         role = m.get("role")
         if role == "assistant":
             for call in m.get("tool_calls") or []:
                 fn = call.get("function", {}) if isinstance(call, Mapping) else {}
-                lines.append(f"  calls {fn.get('name')}({_clip(str(fn.get('arguments')), 160)})")
+                lines.append(f"  calls {_clip(str(fn.get('name')), 80)}"
+                             f"({_clip(str(fn.get('arguments')), 160)})")
             code = _CODE.findall(_text(m))
             if code:
                 lines.append(f"  runs code: {_clip(code[-1].strip(), 300)}")
@@ -238,5 +266,5 @@ def _last_lines(text: str, n: int) -> str:
 
 
 def _clip(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 3] + "..."
+    """One line of untrusted conversation text (runs of whitespace joined first)."""
+    return quote_untrusted(" ".join(text.split()), n)

@@ -13,10 +13,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from .conversation import EpisodeSettings
-from .errors import ConfigError
+from sandbox import JsonLimits, read_json_file
 
-__all__ = ["DataConfig", "RunConfig", "SandboxConfig", "TrainConfig", "load_run_config"]
+from .conversation import EpisodeSettings
+from .errors import ConfigError, DatasetError
+from .math.families import family_rule
+
+__all__ = ["DataConfig", "RunConfig", "SandboxConfig", "TrainConfig", "load_run_config",
+           "run_config_from_dict", "saved_run_config"]
+
+_MAX_SAVED_BYTES = 1 << 20  # a resolved configuration is a few KiB
+_SAVED_JSON_LIMITS = JsonLimits(max_depth=16, max_values=100_000, max_chars=_MAX_SAVED_BYTES,
+                                max_string_chars=_MAX_SAVED_BYTES)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class DataConfig:
     file: str = ""  # the JSONL file (CRAFT format) for dataset = "jsonl"
     subjects: tuple[str, ...] = ()  # empty: every subject
     levels: tuple[int, ...] = ()  # empty: every level
+    family: str = ""  # a problem family by type (optimizer/math/families.py), e.g. "number-theory"
+    pattern: str = ""  # or a rule of your own: a regular expression over the problem text
     train_per_type: int = 20
     val_per_type: int = 10
     test_per_type: int = 80
@@ -73,6 +83,21 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return run_config_from_dict(data, str(path))
+
+
+def saved_run_config(run_dir: str | Path) -> RunConfig:
+    """The configuration a run saved when it started (its config.json). A resumed run uses it
+    for everything, the [llm] table and so whether the embedded model's server is started
+    included: never the defaults, nor a config file or an environment of today's."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory to resume (no config.json); start "
+                          "a run with --config FILE")
+    data = read_json_file(path, "run configuration", _MAX_SAVED_BYTES, _SAVED_JSON_LIMITS,
+                          ConfigError)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} is damaged (not an object); the run cannot resume from it")
     return run_config_from_dict(data, str(path))
 
 
@@ -147,6 +172,12 @@ def _check(config: RunConfig, where: str) -> None:
         problems.append("train.score must be validation or train")
     if t.score == "validation" and d.val_per_type == 0:
         problems.append("train.score = \"validation\" needs data.val_per_type > 0")
+    try:
+        family_rule(d.family, d.pattern)
+    except DatasetError as exc:
+        problems.append(f"data: {exc}")
+    if e.library_as not in ("code", "tools"):
+        problems.append("episode.library_as must be code or tools")
     if e.max_turns < 1 or e.seconds <= 0 or e.call_timeout <= 0:
         problems.append("episode: max_turns >= 1, seconds and call_timeout > 0")
     if s.pool_size < 1 or s.runtime not in ("", "runc", "runsc") or s.engine_wait_s < 0:

@@ -22,7 +22,6 @@ The run directory (README, "Training"):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -31,23 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sandbox import FunctionSpec, Sandbox, SandboxError
-from sandbox.files import append_line, write_json_atomic
-from sandbox.text import markup_safe
+from sandbox import Sandbox, SandboxError, markup_safe
 
 from .agent_optimizer import AgentOptimizer, OptimizerSettings
-from .backends import Backend, Episode, backend_for
+from .backends import Backend, Episode
 from .conversation import ConversationResult
 from .errors import ConfigError, DatasetError, OptimizerError
 from .events import Event
 from .history import HistoryStore
 from .llm import LLMClient
-from .llm.config import resolve_llm_config
-from .math import Grader, Split, load_gsm8k, load_jsonl, load_math, load_math500, split
+from .math import Split, family_rule, load_gsm8k, load_jsonl, load_math, load_math500, split
 from .prompts import PromptBudget
 from .runconfig import DataConfig, RunConfig, run_config_from_dict
+from .session import RunDirectory, library_use, open_session, progress_bar, use_text
 
 __all__ = ["RunDirectory", "TrainSummary", "make_split", "train"]
 
@@ -61,65 +57,29 @@ class TrainSummary:
     seconds: float
 
 
-class RunDirectory:
-    """The files of one run; every write is atomic or an fsync'ed append."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def append_journal(self, record: dict[str, Any], name: str = "journal.jsonl") -> None:
-        append_line(self / name, json.dumps(record, default=str))
-
-    def journal(self, name: str = "journal.jsonl") -> list[dict[str, Any]]:
-        """Every complete line (a line cut short by a crash is ignored: it was never final)."""
-        path = self / name
-        if not path.exists():
-            return []
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-        return records
-
-    def write_json(self, name: str, data: Any) -> None:
-        write_json_atomic(self / name, data)
-
-    def read_json(self, name: str) -> Any:
-        try:
-            return json.loads((self / name).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except ValueError as exc:
-            raise ConfigError(f"{self / name} is damaged ({exc}); the run cannot resume from "
-                              "it") from None
-
-
 # -- data -----------------------------------------------------------------------------------------
 def make_split(data: DataConfig) -> Split:
     """Train and validation from the training file, test from the test file (MATH, GSM8K);
     MATH-500 and JSONL files have one file, split three ways."""
     subjects = list(data.subjects) or None
     levels = list(data.levels) or None
+    family = family_rule(data.family, data.pattern)
     if data.dataset in ("math", "gsm8k"):
         load = load_math if data.dataset == "math" else load_gsm8k
         learn = split(load("train"), train_per_type=data.train_per_type,
                       val_per_type=data.val_per_type, test_per_type=0, seed=data.seed,
-                      subjects=subjects, levels=levels)
+                      subjects=subjects, levels=levels, family=family)
         held_out = split(load("test"), train_per_type=0, val_per_type=0,
                          test_per_type=data.test_per_type, seed=data.seed, subjects=subjects,
-                         levels=levels)
+                         levels=levels, family=family)
         return Split(learn.train, learn.validation, held_out.test,
                      {**learn.params, "test_per_type": data.test_per_type,
+                      **({"selected_test": held_out.params["selected"]} if family else {}),
                       "sources": ["train file for train/validation", "test file for test"]})
     problems = load_math500() if data.dataset == "math500" else load_jsonl(data.file)
     return split(problems, train_per_type=data.train_per_type, val_per_type=data.val_per_type,
                  test_per_type=data.test_per_type, seed=data.seed, subjects=subjects,
-                 levels=levels)
+                 levels=levels, family=family)
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -139,18 +99,10 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
     config, the_split = _prepare(run, config, resume, console)
     if backend_choice is not None and resume:  # a new run saved it in config.json already
         config = _placed(config, backend_choice)
-    if client is None:
-        llm, key = resolve_llm_config(config.llm or None)
-        client = LLMClient(llm, api_key=key)
     with contextlib.ExitStack() as stack:
-        if sandbox is None:
-            sandbox = stack.enter_context(Sandbox(
-                pool_size=config.sandbox.pool_size, runtime=config.sandbox.runtime or None,
-                engine_wait_s=config.sandbox.engine_wait_s))
-        grader = stack.enter_context(Grader())
-        if backend is None:
-            backend = stack.enter_context(contextlib.closing(backend_for(
-                config, client=client, sandbox=sandbox, grader=grader)))
+        session = stack.enter_context(open_session(config, client=client, sandbox=sandbox,
+                                                   backend=backend))
+        client, sandbox, backend = session.client, session.sandbox, session.backend
         history = stack.enter_context(HistoryStore.open(run_dir))
         history.record("run", {"event": "resume" if resume else "start",
                                "config": config.to_dict()})
@@ -238,20 +190,22 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
            history: HistoryStore, console: Console) -> dict[str, Any]:
     """One epoch: train conversations (recorded), validation conversations (scored), a step."""
     done = [r for r in run.journal() if r.get("epoch") == epoch]
-    functions = _episode_functions(optimizer, sandbox, run, epoch)
+    functions = optimizer.library.specs()  # each episode registers what passes (registration.py)
     results: dict[str, list[ConversationResult]] = {"train": [], "validation": []}
+    answers = {p.id: p.answer for p in the_split.train}  # proposals are checked against them
     for record in done:  # a resumed epoch: what was finished counts, and is not redone
         result = ConversationResult.from_dict(record["result"])
         results[record["phase"]].append(result)
         if record["phase"] == "train":
-            optimizer.record_one_conversation(result.messages, is_satisfied=result.correct)
+            optimizer.record_one_conversation(result.messages, is_satisfied=result.correct,
+                                              answer=answers.get(result.problem_id))
     phases = [("train", the_split.train)]
     if config.train.score == "validation":
         phases.append(("validation", the_split.validation))
     for phase, problems in phases:
         finished = {r.problem_id for r in results[phase]}
         todo = [p for p in problems if p.id not in finished]
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task(f"epoch {epoch}/{config.train.epochs} {phase}",
                                      total=len(problems), completed=len(finished),
                                      stats=_stats(results[phase]))
@@ -262,10 +216,12 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
                                     "library_version": optimizer.library.version,
                                     "result": result.to_dict()})
                 _record_conversation(history, phase, result)
+                run.record_left_out(result, epoch=epoch, phase=phase)
                 results[phase].append(result)
                 if phase == "train":
                     optimizer.record_one_conversation(result.messages,
-                                                      is_satisfied=result.correct)
+                                                      is_satisfied=result.correct,
+                                                      answer=answers.get(result.problem_id))
                 progress.update(task, advance=1, stats=_stats(results[phase]))
     train_acc = _accuracy(results["train"])
     val_acc = _accuracy(results["validation"]) if config.train.score == "validation" else None
@@ -273,12 +229,16 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
     if optimizer.recorded:
         optimizer.step(score=val_acc)
         decision = optimizer.history[-1].decision
-    line = (f"epoch {epoch}: train {_pct(train_acc)}, validation {_pct(val_acc)}, step "
-            f"{decision}; library: {', '.join(optimizer.library.names()) or 'empty'}")
+    use = library_use(results["train"] + results["validation"])
+    line = (f"epoch {epoch}: train {_pct(train_acc)}, validation {_pct(val_acc)}"
+            + (f", library used in {use['used']}/{use['offered']} conversations"
+               if use["offered"] else "")
+            + f", step {decision}; library: {', '.join(optimizer.library.names()) or 'empty'}")
     console.print(markup_safe(line))
     return {"epoch": epoch, "train_accuracy": train_acc, "validation_accuracy": val_acc,
             "decision": decision, "best_score": optimizer.best_score,
-            "functions_used": [s.name for s in functions],
+            "functions_offered": [s.name for s in functions],
+            "library_use": use,
             "library_after": optimizer.library.names(),
             "step": (vars(optimizer.history[-1]) if optimizer.history else None),
             "usage": client.usage_report()}
@@ -295,28 +255,8 @@ def _record_conversation(history: HistoryStore, phase: str, result: Conversation
         "turns": result.turns, "tool_calls": result.tool_calls,
         "code_blocks": result.code_blocks, "functions": result.functions,
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        "seconds": result.seconds, "faults": result.faults})
-
-
-def _episode_functions(optimizer: AgentOptimizer, sandbox: Sandbox, run: RunDirectory,
-                       epoch: int) -> list[FunctionSpec]:
-    """Before an episode the executor re-checks every function against the current image and
-    policy (cached verdicts: cheap) and leaves out any that no longer passes, saying why."""
-    kept = []
-    for spec in optimizer.library.specs():
-        report = sandbox.vet(spec)
-        if report.passed:
-            kept.append(spec)
-        else:
-            run.append_journal({"epoch": epoch, "left_out": spec.name, "why": [
-                f.message for f in report.errors][:5]}, "excluded.jsonl")
-    return kept
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console,
-                    transient=False)
+        "seconds": result.seconds, "faults": result.faults,
+        "library_calls": result.library_calls})
 
 
 def _stats(results: Sequence[ConversationResult]) -> str:
@@ -324,7 +264,7 @@ def _stats(results: Sequence[ConversationResult]) -> str:
         return ""
     right = sum(r.correct for r in results)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in results)
-    return f"acc {right}/{len(results)}  {tokens / 1000:.1f}k tok"
+    return f"acc {right}/{len(results)}  {tokens / 1000:.1f}k tok{use_text(results)}"
 
 
 def _accuracy(results: Sequence[ConversationResult]) -> float | None:

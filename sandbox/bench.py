@@ -22,16 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from docker.models.containers import Container
 from rich.console import Console
 from rich.table import Table
 
 from .container import connect, container_options, remove
+from .errors import engine_errors
 from .image import find_image
 from .limits import DEFAULT_LIMITS
 from .runtime import Sandbox
 from .spec import FunctionSpec
 
-__all__ = ["main", "write_figures"]
+__all__ = ["HardenedDocker", "main", "write_figures"]
 
 _console = Console(stderr=True)
 TRIVIAL = FunctionSpec.from_dict({
@@ -91,28 +93,46 @@ def _floor(n: int) -> list[float]:
         proc.wait()
 
 
+class HardenedDocker:
+    """The baselines' way to run code: a new container per command (`docker run`), on the
+    sandbox image with fnforge's own hardening (container.py), so a benchmark measures the call
+    path and nothing else. optimizer/bench.py times upstream's execution with it too."""
+
+    def __init__(self, runtime: str | None = None) -> None:
+        self.client = connect()
+        self.image = str(find_image(self.client).id)
+        self.runtime = runtime
+
+    def start(self, command: list[str], **options: Any) -> Container:
+        """A detached container running `command`; `options` override container options."""
+        settings = container_options(self.image, DEFAULT_LIMITS, self.runtime)
+        settings.update(entrypoint=command, stdin_open=False, **options)
+        with engine_errors("run a baseline container"):
+            container: Container = self.client.containers.run(detach=True, **settings)
+        return container
+
+    @staticmethod
+    def remove(container: Container) -> None:
+        remove(container)
+
+
 def _docker_baselines(n_run: int, n_exec: int,
                       runtime: str | None) -> tuple[list[float], list[float]]:
-    client = connect()
-    image = str(find_image(client).id)
+    docker = HardenedDocker(runtime)
     snippet = ["/usr/bin/python3", "-c", "print(1 + 2)"]
 
     def docker_run() -> None:
-        options = container_options(image, DEFAULT_LIMITS, runtime)
-        options.update(entrypoint=snippet, stdin_open=False)
-        container = client.containers.run(detach=True, **options)
+        container = docker.start(snippet)
         container.wait()
-        remove(container)
+        docker.remove(container)
 
     run_samples = _time(docker_run, n_run, "(a) a new hardened `docker run` per call", PACE_S)
-    options = container_options(image, DEFAULT_LIMITS, runtime)
-    options.update(entrypoint=["/bin/sleep", "infinity"], stdin_open=False)
-    warm = client.containers.run(detach=True, **options)
+    warm = docker.start(["/bin/sleep", "infinity"])
     try:
         exec_samples = _time(lambda: warm.exec_run(snippet), n_exec,
                              "(b) `docker exec python3 -c` into a warm container", PACE_S)
     finally:
-        remove(warm)
+        docker.remove(warm)
     return run_samples, exec_samples
 
 

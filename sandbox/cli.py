@@ -1,6 +1,6 @@
 """`python -m sandbox`: one JSON object on stdout per command.
 
-Exit status, the same for every command:
+Exit status, the same for every command (sandbox/exits.py):
     0  done: a result, a passing verdict, a built image (also when the user's code failed)
     1  a negative verdict: `vet` rejected a function, `selftest` found a probe not confined
     2  bad input or infrastructure: one message on stderr saying what to do
@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,15 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InvalidSpec, SandboxError
+from .exits import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, EXIT_REJECTED, report_bug
 from .library import LIBRARY_JSON_LIMITS, MAX_LIBRARY_BYTES
-from .paths import cache_dir
-from .spec import FunctionSpec, read_json
+from .schema import read_json_file
+from .spec import FunctionSpec
 from .text import markup_safe
 from .vetting import VerdictCache, VetReport
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_BUG", "EXIT_OK", "EXIT_REJECTED", "main", "report_bug"]
-
-EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_BUG = 0, 1, 2, 3
+__all__ = ["main"]
 
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -46,7 +42,7 @@ def _print_json(data: Any) -> None:
 
 def load_functions(path: str) -> list[FunctionSpec]:
     """A list of specs, or an object with a "functions" list or map (a saved FunctionLibrary)."""
-    data = read_json(path, "function library", MAX_LIBRARY_BYTES, LIBRARY_JSON_LIMITS)
+    data = read_json_file(path, "function library", MAX_LIBRARY_BYTES, LIBRARY_JSON_LIMITS)
     if isinstance(data, dict) and "functions" in data:
         data = data["functions"]
     if isinstance(data, dict):
@@ -238,16 +234,3 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         report_bug(exc)
         return EXIT_BUG
-
-
-def report_bug(exc: BaseException) -> None:
-    """One line on stderr; the traceback goes to a file under the cache, not at the user."""
-    where = cache_dir() / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-    try:
-        where.parent.mkdir(parents=True, exist_ok=True)
-        where.write_text(traceback.format_exc(), encoding="utf-8")
-        saved = f"; traceback in {where}"
-    except OSError:
-        saved = ""
-    _err.print(f"[bold red]internal error, a bug in fnforge (please report it):[/] "
-               f"{markup_safe(type(exc).__name__)}: {markup_safe(exc, 500)}{markup_safe(saved)}")

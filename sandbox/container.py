@@ -21,10 +21,11 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 
-from .errors import EngineUnavailable, SandboxBroken
+from .errors import EngineUnavailable, SandboxBroken, engine_errors
 from .image import LABEL
 from .limits import SANDBOX_UID, Limits
 from .runner.protocol import loads_bounded
+from .text import container_text
 
 __all__ = ["OWNER_LABEL", "Stream", "check_runtime", "connect", "container_options", "gc",
            "pid_alive", "remove"]
@@ -116,13 +117,15 @@ def check_runtime(client: docker.DockerClient, runtime: str | None) -> None:
     """A runtime the configuration names must be registered with the engine."""
     if runtime is None:
         return
-    runtimes = client.info().get("Runtimes", {}) or {}
+    with engine_errors("list its runtimes"):
+        runtimes = client.info().get("Runtimes", {}) or {}
     if runtime not in runtimes:
         hint = " (run images/setup-gvisor.sh as root)" if runtime == "runsc" else ""
         raise EngineUnavailable(f"the Docker engine has no {runtime!r} runtime{hint}; it has: "
                                 f"{', '.join(sorted(runtimes)) or 'none'}")
 
 
+@engine_errors("remove a sandbox container")
 def remove(container: Container) -> None:
     try:
         container.remove(force=True)
@@ -133,6 +136,7 @@ def remove(container: Container) -> None:
             raise
 
 
+@engine_errors("remove containers of dead fnforge processes")
 def gc(client: docker.DockerClient, everything: bool = False) -> list[str]:
     """Remove fnforge containers whose owner process is gone (all of them with everything)."""
     removed = []
@@ -184,7 +188,10 @@ class Stream:
         self._max_line = max_line
 
     def send(self, message: dict[str, Any]) -> None:
-        self._sock.sendall((json.dumps(message, allow_nan=False) + "\n").encode())
+        try:
+            self._sock.sendall((json.dumps(message, allow_nan=False) + "\n").encode())
+        except OSError as exc:
+            raise SandboxBroken(f"the container's stream is closed ({exc})") from None
 
     def receive(self, deadline: float) -> dict[str, Any]:
         """The next JSON line, or SandboxBroken on timeout, EOF, overflow or garbage. What has
@@ -198,10 +205,13 @@ class Stream:
             if remaining <= 0 and not first:
                 raise TimeoutError("no response from the runner in time")
             first = False
-            ready, _, _ = select.select([self._sock], [], [], max(remaining, 0.0))
-            if not ready:
+            try:
+                ready, _, _ = select.select([self._sock], [], [], max(remaining, 0.0))
+                chunk = self._sock.recv(1 << 16) if ready else None
+            except (OSError, ValueError) as exc:  # reset, or closed under us
+                raise SandboxBroken(f"the container's stream broke ({exc})") from None
+            if chunk is None:
                 continue
-            chunk = self._sock.recv(1 << 16)
             if not chunk:
                 raise SandboxBroken("the container closed its stream" + self._stderr_tail())
             self._pending += chunk
@@ -236,7 +246,7 @@ class Stream:
                 self.stderr += payload
 
     def _stderr_tail(self) -> str:
-        tail = self.stderr.decode("utf-8", "replace").strip()[-2000:]
+        tail = container_text(self.stderr.decode("utf-8", "replace").strip()[-2000:], 2000)
         return f"; runner stderr: {tail}" if tail else ""
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from .errors import ImageMissing, SandboxError
+from .errors import ImageMissing, SandboxError, engine_errors
 from .packages import PACKAGES_FILE, image_packages
 from .paths import cache_dir
 
@@ -94,8 +94,9 @@ def find_image(client: docker.DockerClient) -> Image:
     """The image matching this checkout's sources; ImageMissing says how to build it."""
     tag = image_tag()
     try:
-        return client.images.get(tag)
-    except docker.errors.ImageNotFound:
+        with engine_errors(f"look up the image {tag}"):
+            return client.images.get(tag)
+    except ImageMissing:
         raise ImageMissing(f"sandbox image {tag} is not built on this engine: run `make image`"
                            " (or `python -m sandbox image`)") from None
 
@@ -117,8 +118,19 @@ def _bootstrap_rootfs(tarball: Path, log: Callable[[str], None]) -> None:
     partial.rename(tarball)  # atomic: an interrupted build never leaves a half tarball behind
 
 
-def build_image(client: docker.DockerClient, log: Callable[[str], None] = print) -> Image:
-    """Build what is missing; idempotent and quick when nothing changed."""
+def build_image(client: docker.DockerClient | None = None,
+                log: Callable[[str], None] = print) -> Image:
+    """Build what is missing, on `client`'s engine (default: the one `connect()` finds);
+    idempotent and quick when nothing changed. Engine failures are EngineError."""
+    if client is None:
+        from .container import connect
+
+        client = connect()
+    with engine_errors("build the sandbox image"):
+        return _build(client, log)
+
+
+def _build(client: docker.DockerClient, log: Callable[[str], None]) -> Image:
     tag = image_tag()
     try:
         image = client.images.get(tag)

@@ -27,9 +27,9 @@ from .errors import (
 )
 from .files import write_json_atomic
 from .results import CallResult
-from .schema import JsonLimits
-from .spec import MAX_SPEC_BYTES, FunctionSpec, read_json
-from .vetting import VetReport, Vettable, vet
+from .schema import JsonLimits, read_json_file
+from .spec import MAX_SPEC_BYTES, FunctionSpec
+from .vetting import VetReport
 
 __all__ = ["LIBRARY_JSON_LIMITS", "MAX_LIBRARY_BYTES", "FunctionLibrary", "LibraryVersion"]
 
@@ -159,24 +159,6 @@ class FunctionLibrary:
             self._reports = dict(target.reports)
             return self._commit(f"restore {version}")
 
-    def revet(self, sandbox: Vettable) -> dict[str, VetReport]:
-        """Re-vet every function against the sandbox's image and policy (cheap when the verdict
-        is cached); a function that no longer passes is dropped, with the report saying why."""
-        reports = {}
-        for spec in self.specs():
-            rep = vet(sandbox, spec)
-            reports[spec.name] = rep
-            with self._lock:
-                if self._specs.get(spec.name) is not spec:
-                    continue
-                if rep.passed:
-                    self._reports[spec.name] = rep
-                else:
-                    del self._specs[spec.name]
-                    del self._reports[spec.name]
-                    self._commit(f"drop {spec.name}: re-vet failed")
-        return reports
-
     # ---- execution
     def register_for_executor(self, sandbox: _Caller,
                               timeout: float | None = None) -> dict[str, Callable[..., Any]]:
@@ -253,7 +235,8 @@ class FunctionLibrary:
 
     @classmethod
     def load(cls, path: str | Path) -> FunctionLibrary:
-        return cls.from_dict(read_json(path, "library", MAX_LIBRARY_BYTES, LIBRARY_JSON_LIMITS))
+        return cls.from_dict(read_json_file(path, "library", MAX_LIBRARY_BYTES,
+                                            LIBRARY_JSON_LIMITS))
 
 
 def _specs(raw: Any) -> dict[str, FunctionSpec]:

@@ -397,7 +397,8 @@ RUNTIME_DENIED_VALUE_MODULES: frozenset[str] = frozenset({
     "operator", "_operator", "string", "_string", "gc", "inspect", "types", "code", "codeop",
     "dis", "traceback", "linecache", "pty", "fcntl", "resource", "mmap", "sysconfig", "site",
     "pdb", "bdb", "faulthandler", "runpy", "zipimport", "pkgutil", "atexit", "RestrictedPython",
-    "guards", "server", "probes", "child", "zygote", "seccomp", "protocol", "restricted_policy",
+    "guards", "value_checks", "audit_hook", "server", "probes", "child", "zygote", "seccomp",
+    "protocol", "restricted_policy",
     "abc", "ast", "timeit",
 })
 """Inside the container, a value whose defining module (its `__module__`) is one of these is
@@ -447,7 +448,7 @@ class SizeLimits:
     max_ast_depth: int = 100  # checked iteratively before any recursive visitor runs
     max_helpers: int = 8  # top-level defs besides the main function
     max_name_chars: int = 64
-    max_description_chars: int = 4_000
+    max_description_chars: int = 400  # one line in prompts (vetting/shape.py)
     max_parameters: int = 24
     max_tests: int = 32
     max_string_constant: int = 8_192

@@ -36,6 +36,7 @@ from .errors import (
     SandboxBroken,
     SandboxError,
     SelftestFailed,
+    engine_errors,
 )
 from .image import find_image
 from .limits import DEFAULT_LIMITS, SANDBOX_UID, Limits
@@ -44,6 +45,7 @@ from .policy import policy_for_runner
 from .results import AuditEvent, CallResult, ErrorInfo, ErrorKind, RunResult
 from .schema import validate_arguments
 from .spec import FunctionSpec
+from .text import container_text, container_value
 from .vetting import VerdictCache, VetReport, vet
 
 __all__ = ["Sandbox"]
@@ -94,17 +96,19 @@ class _Worker:
         self.client = client
         self.created = time.time()
         self.unready = False  # an answer came; the runner's "ready" (or "retire") has not yet
-        self.container: Container = client.containers.create(**options)
+        with engine_errors("create a sandbox container", SandboxBroken):
+            self.container: Container = client.containers.create(**options)
         try:
-            self.stream = _container.Stream(client, self.container, limits.max_response)
-            self.container.start()
+            with engine_errors("start a sandbox container", SandboxBroken):
+                self.stream = _container.Stream(client, self.container, limits.max_response)
+                self.container.start()
             answer = self.request({"op": "configure", "policy": policy,
                                    "limits": limits.to_dict()}, _START_TIMEOUT_S)
             if answer.get("ok") is not True:
                 raise SandboxBroken("the runner refused its configuration: "
-                                    f"{str(answer.get('error'))[:500]}")
+                                    f"{container_text(str(answer.get('error')), 500)}")
         except BaseException:
-            self.kill()
+            self.close_quietly()  # what failed is what the caller hears of, not the clean-up
             raise
 
     def request(self, message: dict[str, Any], wait_s: float) -> dict[str, Any]:
@@ -114,14 +118,14 @@ class _Worker:
         message = {"id": next(self._ids), **message}
         try:
             self.stream.send(message)
-        except OSError as exc:  # the stream is gone: nothing reached the runner
+        except SandboxBroken as exc:  # the stream is gone: nothing reached the runner
             raise _NotStarted(f"the request could not be sent ({exc})") from None
         try:
             response = self.stream.receive(time.monotonic() + wait_s)
         except TimeoutError:
             raise _NoAnswer(f"the runner gave no answer within {wait_s:g} s") from None
         if response.get("id") is None and "retire" in response:
-            raise _Retired(str(response["retire"])[:500])
+            raise _Retired(container_text(str(response["retire"]), 500))
         if response.get("id") != message["id"]:
             raise SandboxBroken("the runner answered out of turn")
         self.unready = True
@@ -141,7 +145,7 @@ class _Worker:
         except SandboxBroken as exc:
             raise _NotStarted(str(exc)) from None
         if message.get("id") is None and "retire" in message:
-            raise _Retired(str(message["retire"])[:500])
+            raise _Retired(container_text(str(message["retire"]), 500))
         if message != {"id": None, "ready": True}:
             raise _NotStarted("the runner said something else than ready between calls")
         self.unready = False
@@ -270,7 +274,7 @@ class Sandbox:
         worker = _Worker(self._client, self._options, self.limits, self._policy)
         with self._lock:
             if self._closed:
-                worker.kill()
+                worker.close_quietly()
                 raise SandboxError("sandbox closed")
             self._workers.add(worker)
         return worker
@@ -454,15 +458,16 @@ class Sandbox:
                     ErrorKind.TIMEOUT if isinstance(failure, _NoAnswer) else ErrorKind.CRASHED)
             return {**_EMPTY, "timed_out": kind is ErrorKind.TIMEOUT,
                     "oom_killed": end == "oom",
-                    "error": ErrorInfo(kind, _CONDITION[kind],
+                    "error": ErrorInfo(kind, _CONDITION[kind], container_text(
                                        f"container lost ({cause or 'replaced'}): {failure}",
-                                       container_end=end),
+                                       4000), container_end=end),
                     "exit_code": -9, "duration_ms": (time.monotonic() - started) * 1000}
         raise AssertionError("unreachable")
 
     # -- self-test --------------------------------------------------------------------------------
     def _selftest_marker(self) -> Path:
-        engine = self._client.info().get("ID", "")
+        with engine_errors("describe itself"):
+            engine = self._client.info().get("ID", "")
         options = {k: v for k, v in self._options.items() if k != "labels"}  # labels name our pid
         key = json.dumps([self.image_id, engine, options, self._policy], sort_keys=True,
                          default=repr)
@@ -616,7 +621,9 @@ _KINDS = {k.value: k for k in ErrorKind}
 
 def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
     """The fields of a CallResult/RunResult from the runner's answer, each checked for type
-    and size; SandboxBroken (and so a replaced container) for anything else."""
+    and size; SandboxBroken (and so a replaced container) for anything else. Every string in
+    it (value, stdout, stderr, error type, message, traceback, audit) goes through
+    `container_text` here, the one place the host takes text from a runner."""
     def broken(why: str) -> SandboxBroken:
         return SandboxBroken(f"the runner's answer is malformed: {why}")
 
@@ -629,13 +636,14 @@ def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
     for name in ("stdout", "stderr"):
         if not isinstance(answer.get(name), str) or len(answer[name]) > text_cap:
             raise broken(f"{name} is not a bounded string")
-        out[name] = answer[name]
+        out[name] = container_text(answer[name], text_cap)
     duration = answer.get("duration_ms")
     if isinstance(duration, bool) or not isinstance(duration, int | float) or \
             not math.isfinite(duration) or duration < 0:
         raise broken("duration_ms is not a non-negative number")
     out["duration_ms"] = float(duration)
-    out["value"] = answer.get("value") if out["ok"] else None
+    out["value"] = container_value(answer.get("value"), limits.max_value) if out["ok"] \
+        else None
     out["error"] = _error_info(answer.get("error"), broken)
     if out["ok"] == (out["error"] is not None):
         raise broken("ok and error disagree")
@@ -647,7 +655,8 @@ def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
         if not isinstance(event, dict) or not isinstance(event.get("event"), str) or \
                 not isinstance(event.get("detail"), str):
             raise broken("an audit event is not {event, detail}")
-        events.append(AuditEvent(event["event"][:200], event["detail"][:2000]))
+        events.append(AuditEvent(container_text(event["event"], 200),
+                                 container_text(event["detail"], 2000)))
     out["audit"] = events
     if op == "run":
         code = answer.get("exit_code")
@@ -667,7 +676,7 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
         value = raw.get(name, "")
         if not isinstance(value, str) or len(value) > cap:
             raise broken(f"error.{name} is not a bounded string")
-        fields.append(value)
+        fields.append(container_text(value, cap))
     return ErrorInfo(_KINDS[raw["kind"]], *fields)
 
 

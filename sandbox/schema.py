@@ -33,8 +33,9 @@ import json
 import keyword
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import jsonschema
@@ -60,6 +61,7 @@ __all__ = [
     "check_schema",
     "loads_json",
     "plain_json",
+    "read_json_file",
     "validate_arguments",
     "validator",
 ]
@@ -253,6 +255,30 @@ def loads_json(text: str, limits: JsonLimits, where: str) -> Any:
         raise JsonDataError(f"{where} is not valid JSON: {exc}") from None
     return plain_json(data, limits, where)
 
+
+
+def read_json_file(path: str | Path, what: str, max_bytes: int, limits: JsonLimits,
+                   error: Callable[[str], Exception] = InvalidSpec) -> Any:
+    """A JSON file the host must treat as hostile (a spec, a library, a lock file): read at most
+    `max_bytes` (+1 to tell), UTF-8 only, parsed with `loads_json`'s limits. Anything else
+    raises `error` (the caller's own error class) with one clear message."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(raw) > max_bytes:
+        raise error(f"{what} {path} is over {max_bytes // 1024} KiB; check that this is the "
+                    "right file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+                    ) from None
+    try:
+        return loads_json(text, limits, f"{what} {path}")
+    except JsonDataError as exc:
+        raise error(str(exc)) from None
 
 def _path(root: str, path: list[str | int]) -> str:
     out = root

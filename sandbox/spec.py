@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidSpec
-from .schema import JsonDataError, JsonLimits, check_parameters, loads_json, plain_json
+from .schema import (
+    JsonDataError,
+    JsonLimits,
+    check_parameters,
+    loads_json,
+    plain_json,
+    read_json_file,
+)
 
-__all__ = ["MAX_SPEC_BYTES", "SPEC_JSON_LIMITS", "FunctionSpec", "FunctionTest", "read_json"]
+__all__ = ["MAX_SPEC_BYTES", "SPEC_JSON_LIMITS", "FunctionSpec", "FunctionTest"]
 
 MAX_SPEC_BYTES = 1 << 20
 """A spec is a few KiB (code is limited to 20,000 characters by the vetting policy); a spec file
@@ -112,7 +119,7 @@ class FunctionSpec:
     @classmethod
     def load(cls, path: str | Path) -> FunctionSpec:
         """Read at most MAX_SPEC_BYTES (+1 to tell) of the file, then parse as from_dict."""
-        return cls.from_dict(read_json(path, "spec file", MAX_SPEC_BYTES, SPEC_JSON_LIMITS))
+        return cls.from_dict(read_json_file(path, "spec file", MAX_SPEC_BYTES, SPEC_JSON_LIMITS))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -198,25 +205,3 @@ def _tests(raw_tests: Any) -> tuple[FunctionTest, ...]:
                                   expect=raw["expect"] if has_expect else _MISSING,
                                   expect_error=error))
     return tuple(tests)
-
-
-def read_json(path: str | Path, what: str, max_bytes: int, limits: JsonLimits) -> Any:
-    """A JSON file the host must treat as hostile: read at most `max_bytes` (+1 to tell), UTF-8
-    only, parsed with schema.loads_json's limits; InvalidSpec with one clear message otherwise."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise InvalidSpec(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(raw) > max_bytes:
-        raise InvalidSpec(f"{what} {path} is over {max_bytes // 1024} KiB; check that this is "
-                          "the right file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidSpec(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as "
-                          "UTF-8") from None
-    try:
-        return loads_json(text, limits, f"{what} {path}")
-    except JsonDataError as exc:
-        raise InvalidSpec(str(exc)) from None

@@ -1,4 +1,5 @@
-"""The in-container second layer (runner/guards.py, runner/restricted_policy.py) as a specification.
+"""The in-container second layer (runner/guards.py, value_checks.py, audit_hook.py,
+restricted_policy.py) as a specification.
 
 Attack code only ever runs inside containers: `Sandbox.call(spec, args, restricted=True,
 audit=True)` runs it under the guards and the audit hook in a fresh child. On the host these tests
@@ -29,7 +30,7 @@ import pytest
 from RestrictedPython.compile import compile_restricted_exec
 
 from sandbox import Sandbox, policy
-from sandbox.runner import guards
+from sandbox.runner import audit_hook, guards, value_checks
 from sandbox.runner.formats import format_field_problem
 from sandbox.runner.restricted_policy import CALL_GUARDS, policy_class
 from sandbox.spec import FunctionSpec
@@ -108,7 +109,7 @@ def test_format_fields_index_is_fine_attribute_is_not(fmt: str, problem: str | N
 
 
 def audit_rules() -> Any:
-    return guards._AuditRules(RUNNER_POLICY)
+    return audit_hook._AuditRules(RUNNER_POLICY)
 
 
 @pytest.mark.parametrize("source", [
@@ -122,8 +123,8 @@ def audit_rules() -> Any:
 ])
 def test_string_code_the_libraries_generate_passes_the_chokepoint(source: str) -> None:
     code = compile(source, "<string>", "exec")  # compiled to inspect, never executed
-    assert guards._bad_code(code, audit_rules()) == []
-    assert guards._bad_source(source, audit_rules()) == []
+    assert audit_hook._bad_code(code, audit_rules()) == []
+    assert audit_hook._bad_source(source, audit_rules()) == []
 
 
 @pytest.mark.parametrize("source,bad", [
@@ -142,17 +143,17 @@ def test_string_code_the_libraries_generate_passes_the_chokepoint(source: str) -
 def test_string_code_naming_refused_things_is_caught_by_the_exec_check(source: str,
                                                                         bad: str) -> None:
     code = compile(source, "<string>", "eval")  # compiled to inspect, never executed
-    assert bad in guards._bad_code(code, audit_rules())
+    assert bad in audit_hook._bad_code(code, audit_rules())
 
 
 def test_compile_check_refuses_only_what_source_text_makes_unambiguous() -> None:
     r = audit_rules()
-    assert guards._bad_source("Symbol ('x' ).__class__", r) == ["__class__"]
-    assert guards._bad_source("x .gi_frame .f_back", r) == ["f_back", "gi_frame"]
+    assert audit_hook._bad_source("Symbol ('x' ).__class__", r) == ["__class__"]
+    assert audit_hook._bad_source("x .gi_frame .f_back", r) == ["f_back", "gi_frame"]
     # parameters may be called anything: left to the exec check, which sees co_names only
-    assert guards._bad_source("def _lambdifygenerated(id, type):\n    return id + type\n",
+    assert audit_hook._bad_source("def _lambdifygenerated(id, type):\n    return id + type\n",
                               r) == []
-    assert guards._bad_source("x" * (r.max_scanned + 1), r) == []  # left to the exec check
+    assert audit_hook._bad_source("x" * (r.max_scanned + 1), r) == []  # left to the exec check
 
 
 def test_module_code_is_recognised_by_its_file_not_its_name() -> None:
@@ -163,9 +164,9 @@ def test_module_code_is_recognised_by_its_file_not_its_name() -> None:
 
 
 def test_value_keys_name_the_defining_module() -> None:
-    assert guards._value_key(json.dumps) == "json.dumps"
-    assert guards._value_key(dict.fromkeys) == "builtins.dict.fromkeys"
-    assert guards._value_key([].append) == "builtins.list.append"
+    assert value_checks._value_key(json.dumps) == "json.dumps"
+    assert value_checks._value_key(dict.fromkeys) == "builtins.dict.fromkeys"
+    assert value_checks._value_key([].append) == "builtins.list.append"
 
 
 def test_string_code_denied_names_spare_what_sympy_generates() -> None:
@@ -326,7 +327,7 @@ def test_the_call_guards_read_no_global_and_name_the_generated_module() -> None:
 def test_string_code_refuses_attribute_lookups_by_data_and_refused_containers(
         source: str, bad: str) -> None:
     code = compile(source, "<string>", "eval")  # compiled to inspect, never executed
-    assert bad in guards._bad_code(code, audit_rules())
+    assert bad in audit_hook._bad_code(code, audit_rules())
 
 
 def test_the_runner_receives_the_container_and_hook_rules() -> None:
@@ -969,14 +970,14 @@ def resolve(path):
                 owner = getattr(owner, attr)
             return owner
 listed = {id(resolve(p)) for p in DENIED_CONTAINERS}
-guards = sys.modules['guards']
-rules = guards._rules(json.loads(POLICY))
+value_checks = sys.modules['value_checks']
+rules = value_checks._rules(json.loads(POLICY))
 hooks = {}
 for modname, mod in list(sys.modules.items()):
     if isinstance(mod, types.ModuleType) and ok(modname):
         for attr, value in list(vars(mod).items()):
             if isinstance(value, type) and not attr.startswith('_'):
-                problem = guards._hook_problem(value, rules)
+                problem = value_checks._hook_problem(value, rules)
                 if problem:
                     hooks[f'{modname}.{attr}'] = problem
 print(json.dumps({"found": {p: sorted(why) for p, why, _c in found.values()},

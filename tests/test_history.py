@@ -41,6 +41,7 @@ from optimizer.history import (
     export_jsonl,
     load_locked_library,
     parse_ref,
+    render_html,
     review_command,
     verify_history,
 )
@@ -253,8 +254,9 @@ def test_versions_final_library_and_calls_follow_the_run(run: Run) -> None:
     assert refs["cwd_len@1"].rejected and refs["helper@1"].rejected
     assert refs["double@2"].previous is refs["double@1"]
     # step 2 was accepted and revised double and removed plus_one; step 3 rolled that back
-    assert {n: (v.ref if v else None) for n, v in review.final.items()} == {
+    assert {n: (v.ref if v else None) for n, v in review.last_trial.items()} == {
         "double": "double@1", "plus_one": "plus_one@1", "shout": "shout@1"}
+    assert review.best == review.last_trial  # the roll-back restored the best set
     assert refs["double@1"].calls.calls == 1 and refs["double@1"].calls.failures == 0
     plus_one = refs["plus_one@1"]
     assert plus_one.calls.timeouts == 1 and "calls hit limits" in plus_one.flag_reasons
@@ -269,7 +271,7 @@ def test_versions_final_library_and_calls_follow_the_run(run: Run) -> None:
     assert "static" in json.dumps(refs["helper@1"].vets[0].stages)
 
 
-def test_the_final_library_survives_roll_backs_and_a_resumed_step(tmp_path: Path) -> None:
+def test_the_libraries_survive_roll_backs_and_a_resumed_step(tmp_path: Path) -> None:
     """Replayed from applied/decision/registered records, as the optimizer emits them, with a
     crash in the middle of step 3 and a resume from the checkpoint of step 2."""
     def proposal(store: HistoryStore, name: str, code: str) -> str:
@@ -301,9 +303,57 @@ def test_the_final_library_survives_roll_backs_and_a_resumed_step(tmp_path: Path
         store.record("decision", {"decision": "accepted", "library_version": 3})
         store.record("registered", {"names": ["a", "b"]})
     review = build_review(tmp_path)
-    assert {n: v.ref if v else None for n, v in review.final.items()} == {"a": "a@2",
-                                                                          "b": "b@1"}
+    assert {n: v.ref if v else None for n, v in review.last_trial.items()} == {"a": "a@2",
+                                                                               "b": "b@1"}
+    assert review.best == review.last_trial  # resumed at the checkpoint that was accepted
     assert [v.ref for v in review.versions] == ["a@1", "a@2", "b@1"]
+
+
+def test_the_review_names_the_best_library_apart_from_the_last_trial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default run's story: the empty library was scored (best), a step then added f, and
+    the run stopped before f was scored. library.json, what eval and a deployment use, is the
+    empty best set: the review and the lock say so, and f shows only as the last trial."""
+    code = "def f(n):\n    return n\n"
+    spec = {**fn("f", "", 1, code=code)}
+    spec.pop("reason")
+    with HistoryStore.open(tmp_path) as store:
+        store.record("registered", {"names": []})
+        store.record("decision", {"decision": "first", "library_version": 0})
+        store.record("proposal", {"action": "add_function", "name": "f", "reason": "r",
+                                  "spec": spec, "code_hash": sha256_hex(code), "parent": None})
+        hashes = {"code_hash": sha256_hex(code), "spec_hash": spec_hash(spec), "passed": True}
+        store.record("vet", {"name": "f", **hashes, "report": {
+            "function": "f", **hashes, "stages": [], "audit": []}})
+        store.record("applied", {"action": "add_function", "name": "f", "version": 1,
+                                 "code_hash": sha256_hex(code)})
+        store.record("registered", {"names": ["f"]})
+    review = build_review(tmp_path)
+    assert review.best == {} and [v.ref for v in review.last_trial.values() if v] == ["f@1"]
+    f1 = review.versions[0]
+    assert f1.in_last_trial and not f1.in_best
+    assert build_lock(review).functions == [] and build_lock(review).excluded == []
+    page = render_html(review)
+    assert "Best library (library.json)" in page and "The best library is empty" in page
+    assert "Last trial set" in page and "in the last trial set" in page
+    assert review_command(["show", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "best library (library.json: what eval and a deployment use): empty" in out
+    assert "last trial set (held when the run stopped; not deployed): f@1" in out
+
+
+def test_with_no_step_scored_the_best_library_is_what_the_run_holds(tmp_path: Path) -> None:
+    """AgentOptimizer.best_library() before any decision is the library as it stands."""
+    code = "def g(n):\n    return n\n"
+    spec = {**fn("g", "", 1, code=code)}
+    spec.pop("reason")
+    with HistoryStore.open(tmp_path) as store:
+        store.record("proposal", {"action": "add_function", "name": "g", "reason": "r",
+                                  "spec": spec, "code_hash": sha256_hex(code), "parent": None})
+        store.record("applied", {"action": "add_function", "name": "g", "version": 1,
+                                 "code_hash": sha256_hex(code)})
+    review = build_review(tmp_path)
+    assert review.best == review.last_trial and review.versions[0].in_best
 
 
 def test_calls_in_the_flat_form_are_counted(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizer.llm.bench import bench_rows
+from optimizer.llm.bench import bench_rows, wasted_generation
 from tests.scripted_llm import ScriptedLLM, text
 
 
@@ -24,3 +24,15 @@ def test_bench_rows_with_fixed_latency() -> None:
     assert all(r["model"] == "scripted-model" for r in rows.values())
     prompts = [r["messages"][0]["content"] for r in server.requests[2:5]]
     assert prompts[0] == prompts[1] == prompts[2]  # the stable prefix is repeated verbatim
+
+
+def test_wasted_generation_old_way_against_streamed() -> None:
+    """Two requests in flight to a one-slot server: whole replies with a fixed timeout shorter
+    than a reply plus its wait are given up and generated anyway; streamed ones waste nothing."""
+    figures = wasted_generation(requests=4, in_flight=2)
+    old, new = figures["whole_replies_fixed_timeout"], figures["streamed_capped"]
+    assert old["generated_per_used"] > 1.3 and old["left_running"] >= 1
+    assert old["retried_while_generating"] >= 1 and old["generated_for_a_client_gone"] > 0
+    assert new["generated_per_used"] == 1.0 and new["answered"] == 4
+    assert new["abandoned"] == new["retries"] == new["generated_for_a_client_gone"] == 0
+    assert new["seconds"] < old["seconds"]

@@ -118,3 +118,23 @@ def test_unknown_role_lookup() -> None:
 def test_extra_roles_allowed() -> None:
     cfg = config_from_dict({"roles": {"critic": {"model": "c", "max_tokens": 10}}}, env={})
     assert cfg.role("critic").model == "c" and cfg.role("critic").max_tokens == 10
+
+
+def test_streaming_and_the_in_flight_cap() -> None:
+    """The embedded model is streamed and capped at its one slot; an endpoint is neither
+    unless configured; limits are checked."""
+    local = config_from_dict({}, env={})
+    assert (local.streamed, local.in_flight_cap) == (True, 1)
+    assert (local.silence_timeout, local.first_token_timeout) == (60.0, 120.0)
+    remote = config_from_dict({"base_url": "http://127.0.0.1:1/v1", "model": "m"}, env={})
+    assert (remote.streamed, remote.in_flight_cap) == (False, 0)
+    tuned = config_from_dict({"base_url": "http://127.0.0.1:1/v1", "model": "m",
+                              "stream": True, "max_in_flight": 4, "silence_timeout": 5,
+                              "first_token_timeout": 30}, env={})
+    assert (tuned.streamed, tuned.in_flight_cap, tuned.silence_timeout) == (True, 4, 5.0)
+    assert config_from_dict({"stream": False, "max_in_flight": 0}, env={}).streamed is False
+    for bad, match in (({"stream": "yes"}, "stream must be true or false"),
+                       ({"max_in_flight": -1}, "max_in_flight must be >= 0"),
+                       ({"silence_timeout": 0}, "silence_timeout must be >= 0.1")):
+        with pytest.raises(ConfigError, match=match):
+            config_from_dict(bad, env={})

@@ -8,14 +8,16 @@ missing runtime fails there instead of passing silently.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from optimizer.actions import RemoveFunction, Terminate, request_actions
 from optimizer.conversation import EpisodeSettings, solve
-from optimizer.llm import LLMClient
+from optimizer.llm import DeadlineExceeded, LLMClient
 from optimizer.llm.config import LocalConfig, config_from_dict
 from optimizer.llm.local import LocalServer, healthy, port_free
 from optimizer.math import Grader, Problem
@@ -70,3 +72,54 @@ def test_smollm2_end_to_end(tmp_path: Path) -> None:
         assert server.stop() is True
     assert server.status() is None and not server.pid_file.exists()
     assert port_free(info.port)
+
+
+def test_smollm2_streams_and_stops_generating_what_it_gave_up(tmp_path: Path) -> None:
+    """The embedded model's way (streamed, one slot) against the real llama-cpp-python server:
+    replies and forced tool calls come back whole from their deltas, prompt tokens are counted;
+    a request given up at its deadline stops being generated (the server logs the disconnect and
+    answers the next request at once instead of finishing the abandoned 2,000 tokens)."""
+    server = LocalServer(tmp_path / "run")
+    info = server.start(LocalConfig(model="smollm2-135m", port=0, n_ctx=2048), show=False)
+    try:
+        cfg = config_from_dict({"provider": "local", "local": {"model": "smollm2-135m"}},
+                               env={})
+        assert cfg.streamed and cfg.in_flight_cap == 1
+        with LLMClient(cfg, use_config_cache=False, base_url=info.base_url) as client:
+            reply = client.chat("assistant", [{"role": "user", "content": "Say hello."}],
+                                max_tokens=16, temperature=0.0)
+            assert reply.text and reply.finish_reason in ("stop", "length")
+            assert reply.prompt_tokens > 5 and 0 < reply.completion_tokens <= 16
+            add = {"type": "function", "function": {"name": "add", "parameters": {
+                "type": "object", "properties": {"a": {"type": "integer"},
+                                                 "b": {"type": "integer"}},
+                "required": ["a", "b"]}}}
+            call = client.chat("assistant", [{"role": "user", "content": "Add 2 and 3."}],
+                               tools=[add], max_tokens=40, temperature=0.0,
+                               tool_choice={"type": "function", "function": {"name": "add"}})
+            assert [c.name for c in call.tool_calls] == ["add"]
+            assert set(json.loads(call.tool_calls[0].arguments)) == {"a", "b"}
+
+            long = [{"role": "user", "content": "Write the numbers from 1 to 2000, one per "
+                                                "line, and nothing else."}]
+            before = client.usage_report()["run"]["tokens_generated"]
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                client.chat("assistant", long, max_tokens=2000, temperature=0.0,
+                            deadline=started + 4.0)
+            given_up = time.monotonic() - started
+            assert given_up < 5.5
+            made = client.usage_report()["run"]["tokens_generated"] - before
+            assert 0 < made < 1000
+            started = time.monotonic()
+            quick = client.chat("assistant", [{"role": "user", "content": "Say OK."}],
+                                max_tokens=4, temperature=0.0)
+            # had the server gone on with the 2,000 tokens, this would wait for the rest
+            rest = (2000 - made) * given_up / made
+            assert quick.completion_tokens > 0 and time.monotonic() - started < rest / 3
+            run = client.usage_report()["run"]
+            assert run["abandoned"] == 1 and run["left_running"] == 0
+            assert run["retries"] == run["retried_while_generating"] == 0
+        assert "Disconnected from client" in Path(info.log).read_text(errors="replace")
+    finally:
+        server.stop()

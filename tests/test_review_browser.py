@@ -249,7 +249,7 @@ def test_the_report_shows_every_proposal_rejected_ones_too(browser: Browser,
         assert page.eval(f"!!document.getElementById('{section}')"), section
     library = page.eval("[...document.querySelectorAll('#library tbody tr td:first-child')]"
                         ".map(td => td.textContent)")
-    assert library == sorted(review.final)
+    assert library == sorted(review.best)
 
 
 def _visible_versions(page: Page) -> list[str]:
@@ -265,7 +265,8 @@ def test_filters_show_rejected_and_flagged_versions(browser: Browser, report: Pa
     expected = {"rejected": {v.ref for v in review.versions if v.rejected},
                 "flagged": {v.ref for v in review.versions if v.flagged},
                 "approved": {v.ref for v in review.versions if v.approved},
-                "final": {v.ref for v in review.versions if v.in_final}}
+                "best": {v.ref for v in review.versions if v.in_best},
+                "trial": {v.ref for v in review.versions if v.in_last_trial}}
     assert all(expected.values()), expected
     for name, refs in expected.items():
         page.eval(f"document.querySelector('label[for=f-{name}]').click()")

@@ -2,9 +2,12 @@
 as the assistant and as the optimizer (a responder decides each reply from the request, so
 conversations can run concurrently and a killed run can resume in any order).
 
-The script: with an empty library the assistant gets half the problems wrong; the optimizer adds
-`add_numbers`, with which it gets all right (an accepted step); the optimizer then adds `hurt`,
-with which it gets all wrong (a rolled-back step); then it terminates.
+The script: with an empty library the assistant gets half the problems wrong; the optimizer
+proposes a malicious function (refused by vetting), then `add_numbers` with worked examples that
+miss the known answers (refused by the answer check), then with examples that hit (applied);
+with it the assistant calls `add_numbers` in its code and gets all right (an accepted step); the
+optimizer then adds `hurt`, with which it gets all wrong (a rolled-back step); then it
+terminates.
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ HURT = {"name": "hurt", "description": "A function that misleads the agent.",
         "reason": "test"}
 
 
+def conversations(prompt: str) -> dict[int, tuple[int, int]]:
+    """The optimizer prompt's conversations: number -> the two addends of its task."""
+    found = re.findall(r"Conversation (\d+) \(.*?\n  task: What is (\d+) plus (\d+)",
+                       prompt)
+    return {int(n): (int(a), int(b)) for n, a, b in found}
+
+
+def examples(prompt: str, right: bool = True) -> list[dict[str, Any]]:
+    """Worked examples for add_numbers: the tasks' addends (or, wrong, the first one twice)."""
+    return [{"conversation": n, "args": {"a": a, "b": b if right else a}}
+            for n, (a, b) in sorted(conversations(prompt).items())[:2]]
+
+
 def respond(body: dict[str, Any]) -> Reply | None:
     """The assistant and the optimizer, decided by what the request holds."""
     tool_names = {t["function"]["name"] for t in body.get("tools") or []}
@@ -56,24 +72,28 @@ def respond(body: dict[str, Any]) -> Reply | None:
     if "add_function" in tool_names:  # the optimizer
         prompt = messages[1]["content"]
         last_text = str(messages[-1].get("content"))
+        if messages[-1]["role"] == "tool" and "known answer" in last_text:
+            return tool_call("add_function", {**ADD, "examples": examples(prompt)})
         if messages[-1]["role"] == "tool" and last_text.startswith("Not applied"):
-            return tool_call("add_function", ADD)  # the malicious one was refused: a real fix
+            # the malicious one was refused: a real function, but with examples that miss
+            return tool_call("add_function", {**ADD, "examples": examples(prompt, right=False)})
         if messages[-1]["role"] == "tool" or "next change" in last_text:
             return tool_call("terminate", {"reason": "one change per step"})
         if "library is empty" in prompt:
             return tool_call("add_function", EVIL)
         if "hurt(" not in prompt:
-            return tool_call("add_function", HURT)
+            hits = [{"conversation": n, "args": {"n": a + b}}
+                    for n, (a, b) in conversations(prompt).items()]
+            return tool_call("add_function", {**HURT, "examples": hits})
         return tool_call("terminate", {"reason": "done"})
-    question = next(m["content"] for m in messages if m["role"] == "user")
+    user = next(m["content"] for m in messages if m["role"] == "user")
+    library, _, question = user.rpartition("Problem: ")
     a, b = (int(x) for x in re.findall(r"\d+", question)[:2])
     last = messages[-1]
-    if "hurt" in tool_names:
+    if "hurt(" in library:
         return text(f"The answer is \\boxed{{{a + b + 1}}}.")
-    if "add_numbers" in tool_names:
-        if last["role"] == "tool":
-            return text(f"So the sum is \\boxed{{{json.loads(last['content'])}}}.")
-        return tool_call("add_numbers", {"a": a, "b": b})
+    if "add_numbers(" in library and not last["content"].startswith("exitcode"):
+        return text(f"```python\nprint(add_numbers(a={a}, b={b}))\n```")
     if last["role"] == "user" and last["content"].startswith("exitcode"):
         output = last["content"].split("output:\n", 1)[1].strip()
         return text(f"\\boxed{{{output}}}")
@@ -153,8 +173,16 @@ def test_training_accepts_a_helpful_step_and_rolls_back_a_harmful_one(
     assert {"proposal", "vet", "applied", "decision", "step", "llm_call"} <= kinds
     first = json.loads((run / "steps" / "step-0001.json").read_text())
     assert [(p["name"], p["outcome"]) for p in first["proposals"]] == [
-        ("shell", "refused"), ("add_numbers", "applied")]
+        ("shell", "refused"), ("add_numbers", "refused"), ("add_numbers", "applied")]
     assert "import of 'os' is not allowed" in first["proposals"][0]["why"]
+    assert "known answer" in first["proposals"][1]["why"]  # examples that missed
+    checks = [json.loads(line)["data"] for line in (run / "events.jsonl").open()
+              if json.loads(line)["kind"] == "answer_check"]
+    assert [(c["name"], c["hits"]) for c in checks][:2] == [("add_numbers", 0),
+                                                            ("add_numbers", 2)]
+    second = metrics[1]  # with add_numbers, the assistant called it in every conversation
+    assert second["library_use"]["rate"] == 1.0
+    assert second["library_use"]["per_function"] == {"add_numbers": 6}
     versions = json.loads((run / "library.json").read_text())["history"]
     assert all(f["name"] != "shell" for v in versions for f in v["functions"])
     for record in RunDirectory(run).journal():  # never offered to the assistant, never called
@@ -176,6 +204,8 @@ def review_the_history(run: Path) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
     shown = review(str(run), "--out", str(run / "review.html"))
     assert shown.returncode == 0, shown.stderr
+    # offered in epochs 2 and 3; called in epoch 2 only (beside `hurt`, the script answers by hand)
+    assert re.search(r"add_numbers@1 .*used in 6/12 conversations", shown.stdout), shown.stdout
     html = (run / "review.html").read_text()
     assert "shell" in html and "add_numbers" in html and "static.import" in html
     with sqlite3.connect(run / "history.sqlite") as db:

@@ -79,10 +79,9 @@ class NodeSandbox:
         try:
             self.sandbox.start()  # the engine, the image, the self-test: or no work here
         except ImageMissing:
-            from sandbox import container
-            from sandbox.image import build_image
+            from sandbox import build_image
 
-            build_image(container.connect(), log=log.info)
+            build_image(log=log.info)
             self.sandbox.start()
         self.grader = Grader()
         self.clients: dict[str, LLMClient] = {}
@@ -108,8 +107,7 @@ class NodeSandbox:
 
 def _sandbox_identity() -> dict[str, str]:
     """What must match between the driver and a node: the image's content tag and the policy."""
-    from sandbox.image import image_tag
-    from sandbox.policy import policy_hash
+    from sandbox import image_tag, policy_hash
 
     return {"image": image_tag(), "policy": policy_hash()}
 
@@ -133,7 +131,8 @@ class _NodeFault(Exception):
 
 
 def _nodes() -> list[dict[str, Any]]:
-    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    listed: Any = ray.nodes  # untyped in Ray: no `type: ignore` that Ray's absence leaves unused
+    nodes: list[dict[str, Any]] = listed()
     return nodes
 
 

@@ -3,8 +3,10 @@
     HistoryStore        RUN/history.sqlite: append-only, hash-chained, fsynced per record;
                         `AgentOptimizer(events=store.sink)`
     call_data           the data of a "call" record from a CallResult
-    verify_history      check the chain, the schema and every code hash (VerifyReport)
-    build_review        versions (NAME@N), verdicts, calls, final library; render_html
+    verify_history      check the chain, the schema and every code hash (VerifyReport, its
+                        HistoryDefect list)
+    build_review        versions (NAME@N), verdicts, calls, the best library and the last
+                        trial set; render_html
     build_lock, LockFile, load_locked_library
                         approved functions pinned by hash, and loading only those
     export_jsonl        every record as a JSONL line
@@ -25,7 +27,7 @@ from .html import render_html
 from .lock import LOCK_FILE, LockedFunction, LockFile, build_lock, load_locked_library
 from .review import FunctionVersion, Review, build_review, parse_ref
 from .store import HISTORY_FILE, HistoryStore, Record
-from .verify import Problem, VerifyReport, read_history, verify_history
+from .verify import HistoryDefect, VerifyReport, read_history, verify_history
 
 __all__ = [
     "CODE_BLOCK",
@@ -33,12 +35,12 @@ __all__ = [
     "LOCK_FILE",
     "FunctionVersion",
     "HistoryBroken",
+    "HistoryDefect",
     "HistoryError",
     "HistoryStore",
     "LockError",
     "LockFile",
     "LockedFunction",
-    "Problem",
     "Record",
     "Review",
     "UnknownVersion",

@@ -7,7 +7,7 @@
     review deny    [RUN] NAME@VERSION --why WHY [--by WHO]
                                          record a verdict in the history (RUN may be --run or
                                          $FNFORGE_RUN)
-    review lock RUN [--out FILE]         lock file of the approved final library
+    review lock RUN [--out FILE]         lock file of the approved best library (library.json)
     review export RUN [--out FILE]       the whole history as JSONL (stdout by default)
 
 Exit status: 0 done / verified, 1 a negative verdict (the history does not verify), 2 bad input
@@ -27,15 +27,22 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sandbox import SandboxError
-from sandbox.cli import EXIT_BAD_INPUT, EXIT_BUG, EXIT_OK, EXIT_REJECTED, report_bug
-from sandbox.text import markup_safe, terminal_safe
+from sandbox import (
+    EXIT_BAD_INPUT,
+    EXIT_BUG,
+    EXIT_OK,
+    EXIT_REJECTED,
+    SandboxError,
+    markup_safe,
+    report_bug,
+    terminal_safe,
+)
 
 from ..errors import HistoryBroken, HistoryError, OptimizerError
 from .export import export_jsonl
 from .html import render_html
 from .lock import LOCK_FILE, LockFile, build_lock
-from .review import Review, build_review, parse_ref
+from .review import FunctionVersion, Review, build_review, parse_ref
 from .store import HISTORY_FILE, HistoryStore
 from .verify import VerifyReport, verify_history
 
@@ -72,7 +79,13 @@ def review_command(argv: list[str]) -> int:
 
 
 def _error(message: str) -> None:
-    print(f"error: {terminal_safe(message, 4000)}", file=sys.stderr)
+    print(f"error: {terminal_safe(message, 4000, one_line=True)}", file=sys.stderr)
+
+
+def _line(text: object, limit: int | None = None) -> str:
+    """Untrusted text for one line of the terminal output (markup and newlines escaped): a
+    newline in a finding or a name cannot forge the next line of a summary."""
+    return markup_safe(text, limit, one_line=True)
 
 
 def _console() -> Console:
@@ -96,12 +109,12 @@ def _show(args: argparse.Namespace) -> int:
     _write_text(out, render_html(review))
     console = _console()
     _print_summary(console, review)
-    console.print(f"report: {markup_safe(out)}")
+    console.print(f"report: {_line(out)}")
     return EXIT_OK if review.verify.ok else EXIT_REJECTED
 
 
 def _print_summary(console: Console, review: Review) -> None:
-    console.print(f"[bold]fnforge review of run {markup_safe(review.run_id or 'unknown')}[/]")
+    console.print(f"[bold]fnforge review of run {_line(review.run_id or 'unknown')}[/]")
     _print_verdict(console, review.verify)
     kinds: dict[str, int] = {}
     for record in review.records:
@@ -113,19 +126,21 @@ def _print_summary(console: Console, review: Review) -> None:
                   f"({sum(not c.data.get('ok') for c in calls)} failed), "
                   f"{kinds.get('approval', 0)} approvals")
     if review.versions:
-        console.print("[bold]function versions[/] (vetting, library, calls, review, model):")
+        console.print("[bold]function versions[/] (vetting, library, calls, use, review, "
+                      "model):")
         width = min(40, max(len(v.ref) for v in review.versions))
         for v in review.versions:
             approval = v.approval
             verdict = f"{approval.verdict} by {approval.who}" if approval else "unreviewed"
             vetting = "[green]passed[/]  " if v.passed else f"[red]{v.status:<8}[/]"
-            flags = f" [yellow]flagged: {markup_safe(', '.join(v.flag_reasons))}[/]" \
+            flags = f" [yellow]flagged: {_line(', '.join(v.flag_reasons))}[/]" \
                 if v.flagged else ""
-            console.print(f"  {markup_safe(v.ref.ljust(width), 200)}  {vetting}  "
-                          f"{'final' if v.in_final else '     '}  "
+            console.print(f"  {_line(v.ref.ljust(width), 200)}  {vetting}  "
+                          f"{_membership(v)}  "
                           f"{v.calls.calls} calls ({v.calls.failures} failed)  "
-                          f"{markup_safe(verdict, 120)}  "
-                          f"{markup_safe(', '.join(v.models) or 'model unknown', 80)}{flags}")
+                          f"used in {v.used}/{v.offered} conversations  "
+                          f"{_line(verdict, 120)}  "
+                          f"{_line(', '.join(v.models) or 'model unknown', 80)}{flags}")
     rejected = [v for v in review.versions if v.rejected]
     if rejected:
         console.print("[bold]rejected by vetting:[/]")
@@ -133,19 +148,28 @@ def _print_summary(console: Console, review: Review) -> None:
             errors = [f for vet in v.vets for f in vet.errors][:3]
             reasons = "; ".join(f"{f.get('rule')} (line {f.get('line')}): {f.get('message')}"
                                 for f in errors)
-            console.print(f"  {markup_safe(v.ref, 80)}: {markup_safe(reasons, 600)}")
-    final = ", ".join(f"{name}@{v.version if v else '?'}" for name, v in review.final.items())
-    console.print(f"final library: {markup_safe(final or 'empty', 2000)}")
+            console.print(f"  {_line(v.ref, 80)}: {_line(reasons, 600)}")
+    for label, library in (("best library (library.json: what eval and a deployment use)",
+                            review.best),
+                           ("last trial set (held when the run stopped; not deployed)",
+                            review.last_trial)):
+        refs = ", ".join(f"{name}@{v.version if v else '?'}" for name, v in library.items())
+        console.print(f"{label}: {_line(refs or 'empty', 2000)}")
+
+
+def _membership(v: FunctionVersion) -> str:
+    """Which of the run's two libraries hold a version, in a fixed width."""
+    return f"{'best' if v.in_best else '    '} {'trial' if v.in_last_trial else '     '}"
 
 
 def _print_verdict(console: Console, report: VerifyReport, limit: int = 20) -> None:
     if report.ok:
-        console.print(f"[green]{markup_safe(report.summary())}[/]")
+        console.print(f"[green]{_line(report.summary())}[/]")
         return
-    console.print(f"[bold red]{markup_safe(report.summary())}[/]")
+    console.print(f"[bold red]{_line(report.summary())}[/]")
     for problem in report.problems[:limit]:
-        console.print(f"  {markup_safe(problem.where)} \\[{markup_safe(problem.check)}]: "
-                      f"{markup_safe(problem.message, 600)}")
+        console.print(f"  {_line(problem.where)} \\[{_line(problem.check)}]: "
+                      f"{_line(problem.message, 600)}")
     if len(report.problems) > limit:
         console.print(f"  ... {len(report.problems) - limit} more")
 
@@ -196,14 +220,13 @@ def _verdict(args: argparse.Namespace) -> int:
     if verdict == "approve" and not version.passed:
         raise HistoryError(f"{version.ref} never passed vetting ({version.status}); it cannot "
                            "be approved")
-    vet = version.passing_vet
-    with HistoryStore.open(run, create=False) as store:
+    with HistoryStore.open(run, create=False) as store:  # bound to the whole reviewed spec
         seq = store.record("approval", {
             "name": version.name, "version": version.version, "verdict": verdict,
             "who": who, "why": why, "code_hash": version.code_hash,
-            "spec_hash": vet.spec_hash if vet else None})
-    _console().print(f"recorded: {verdict} {markup_safe(version.ref, 200)} by "
-                     f"{markup_safe(who, 200)} (record {seq})")
+            "spec_hash": version.spec_hash})
+    _console().print(f"recorded: {verdict} {_line(version.ref, 200)} by "
+                     f"{_line(who, 200)} (record {seq})")
     return EXIT_OK
 
 
@@ -220,12 +243,12 @@ def _lock(args: argparse.Namespace) -> int:
     lock = build_lock(build_review(run))
     path = lock.save(Path(args.out) if args.out else run / LOCK_FILE)
     console = _console()
-    console.print(f"lock file: {markup_safe(path)} (history head record {lock.head_seq})")
+    console.print(f"lock file: {_line(path)} (history head record {lock.head_seq})")
     for f in lock.functions:
-        console.print(f"  locked   {markup_safe(f.ref, 200)} {f.code_hash[:16]}")
+        console.print(f"  locked   {_line(f.ref, 200)} {f.code_hash[:16]}")
     for x in lock.excluded:
-        console.print(f"  excluded {markup_safe(x.get('name'), 200)}@{x.get('version')}: "
-                      f"{markup_safe(x.get('why'), 400)}")
+        console.print(f"  excluded {_line(x.get('name'), 200)}@{x.get('version')}: "
+                      f"{_line(x.get('why'), 400)}")
     return EXIT_OK
 
 
@@ -285,7 +308,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--why", required=True, help="the reason, recorded in the history")
         p.add_argument("--by", help="who (default: $FNFORGE_REVIEWER, else the login name)")
         p.set_defaults(command=_verdict)
-    lock = sub.add_parser("lock", help="write the lock file of the approved final library")
+    lock = sub.add_parser("lock", help="write the lock file of the approved best library "
+                          "(library.json, what eval uses)")
     lock.add_argument("run")
     lock.add_argument("--out", help=f"default: RUN/{LOCK_FILE}")
     lock.set_defaults(command=_lock)

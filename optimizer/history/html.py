@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.text import terminal_safe
+from sandbox import terminal_safe
 
-from .review import CallStats, FunctionVersion, ProposalInfo, Review, summarize
+from .review import CallStats, FunctionVersion, ProposalInfo, Review, known, summarize
 
 __all__ = ["CSP", "STYLE", "diff_html", "e", "highlight", "render_html", "t"]
 
@@ -54,8 +54,8 @@ pre{margin:0;white-space:pre-wrap;word-break:break-word}
 .verdict.broken{background:#fbe3e1;color:var(--bad)}
 .badge{display:inline-block;padding:0 6px;border-radius:3px;font-size:12px;margin-right:4px;
 border:1px solid currentColor}
-.badge.rejected,.badge.refused,.badge.deny,.badge.broken{color:var(--bad)}
-.badge.passed,.badge.applied,.badge.approve,.badge.final{color:var(--ok)}
+.badge.rejected,.badge.refused,.badge.deny,.badge.broken,.badge.tampered{color:var(--bad)}
+.badge.passed,.badge.applied,.badge.approve,.badge.best{color:var(--ok)}
 .badge.flagged,.badge.pending,.badge.unreviewed{color:var(--warn)}
 .version{border:1px solid var(--line);border-radius:6px;padding:8px 12px;margin:10px 0;
 background:#fff}
@@ -80,11 +80,13 @@ border-radius:14px;cursor:pointer;background:#fff}
 #f-all:checked~header label[for=f-all],#f-rejected:checked~header label[for=f-rejected],
 #f-flagged:checked~header label[for=f-flagged],
 #f-approved:checked~header label[for=f-approved],
-#f-final:checked~header label[for=f-final]{background:#1d1f21;color:#fff}
+#f-best:checked~header label[for=f-best],
+#f-trial:checked~header label[for=f-trial]{background:#1d1f21;color:#fff}
 #f-rejected:checked~main .filterable:not(.rejected),
 #f-flagged:checked~main .filterable:not(.flagged),
 #f-approved:checked~main .filterable:not(.approved),
-#f-final:checked~main .filterable:not(.final){display:none}
+#f-best:checked~main .filterable:not(.best),
+#f-trial:checked~main .filterable:not(.trial){display:none}
 tr.k-call td{color:#444}tr.rejected td{background:#fdf0ef}
 """
 
@@ -210,8 +212,17 @@ def _when(t: float | None) -> str:
         return "?"
 
 
+_BADGE_CLASSES = frozenset({"rejected", "refused", "deny", "broken", "tampered", "passed",
+                            "applied", "approve", "best", "trial", "flagged", "pending",
+                            "unreviewed", "not-vetted"})
+
+
 def _badge(text: str, css: str | None = None) -> str:
-    return f'<span class="badge {css or text}">{e(text)}</span>'
+    """A badge; its class is one of the stylesheet's (anything else, data from the database
+    included, becomes "tampered"), its text escaped."""
+    cls = (css or text).replace(" ", "-")
+    return (f'<span class="badge {cls if cls in _BADGE_CLASSES else "tampered"}">'
+            f"{e(text)}</span>")
 
 
 def _table(head: Iterable[str], rows: Iterable[str], css: str = "") -> str:
@@ -235,7 +246,8 @@ class _Page:
         css += ["rejected"] if v.rejected else []
         css += ["flagged"] if v.flagged else []
         css += ["approved"] if v.approved else []
-        css += ["final"] if v.in_final else []
+        css += ["best"] if v.in_best else []
+        css += ["trial"] if v.in_last_trial else []
         return " ".join(css)
 
     def render(self) -> str:
@@ -247,14 +259,15 @@ class _Page:
         radios = "".join(
             f'<input type="radio" class="filter-input" name="filter" id="f-{k}"'
             f'{" checked" if k == "all" else ""}>'
-            for k in ("all", "rejected", "flagged", "approved", "final"))
+            for k in ("all", "rejected", "flagged", "approved", "best", "trial"))
         filters = (
             '<nav class="filters" id="filters">Show versions: '
             f'<label for="f-all">all ({len(r.versions)})</label>'
             f'<label for="f-rejected">rejected ({rejected})</label>'
             f'<label for="f-flagged">flagged ({flagged})</label>'
             f'<label for="f-approved">approved ({approved})</label>'
-            f'<label for="f-final">final library ({len(r.final)})</label></nav>')
+            f'<label for="f-best">best library ({len(r.best)})</label>'
+            f'<label for="f-trial">last trial set ({len(r.last_trial)})</label></nav>')
         body = "".join([self.summary(), self.problems(), self.library(), self.functions(),
                         self.proposals(), self.calls(), self.llm_calls(), self.metrics(),
                         self.timeline()])
@@ -307,8 +320,22 @@ class _Page:
                 + _table(["where", "check", "problem"], rows) + "</section>")
 
     def library(self) -> str:
+        """The best set first: it is what `eval` and a deployment run, so what to approve."""
+        best = self.library_table(self.r.best, "The best library is empty: eval and a "
+                                  "deployment run the agent without functions.")
+        trial = self.library_table(self.r.last_trial, "The last trial set is empty.")
+        return ('<section id="library"><h2>Best library (library.json)</h2>'
+                '<p class="muted">The set that scored best: the run saves it as library.json; '
+                "<code>eval</code>, <code>review lock</code> and a deployment use it.</p>"
+                f"{best}</section>"
+                '<section id="last-trial"><h2>Last trial set</h2>'
+                '<p class="muted">What the optimizer held when the run stopped; not deployed '
+                "unless it is also the best.</p>"
+                f"{trial}</section>")
+
+    def library_table(self, library: dict[str, FunctionVersion | None], empty: str) -> str:
         rows = []
-        for name, v in sorted(self.r.final.items()):
+        for name, v in sorted(library.items()):
             if v is None:
                 rows.append(f"<tr><td>{t(name)}</td><td colspan=\"4\">"
                             f"{self.link(None)}</td></tr>")
@@ -316,10 +343,11 @@ class _Page:
             rows.append(f"<tr><td>{t(name)}</td><td>{self.link(v)}</td>"
                         f'<td class="mono">{e(v.code_hash[:16])}</td>'
                         f"<td>{self.approval_badge(v)}</td>"
-                        f"<td>{v.calls.calls} calls, {v.calls.failures} failed</td></tr>")
-        table = _table(["name", "version", "code hash", "review", "calls"], rows) if rows \
-            else '<p class="muted">The final library is empty.</p>'
-        return f'<section id="library"><h2>Final library</h2>{table}</section>'
+                        f"<td>{v.calls.calls} calls, {v.calls.failures} failed; used in "
+                        f"{v.used} of {v.offered} conversations that offered it</td></tr>")
+        if not rows:
+            return f'<p class="muted">{empty}</p>'
+        return _table(["name", "version", "code hash", "review", "calls"], rows)
 
     def approval_badge(self, v: FunctionVersion) -> str:
         a = v.approval
@@ -341,8 +369,10 @@ class _Page:
         badges = [_badge(v.status)]
         if v.flagged:
             badges.append(_badge("flagged: " + ", ".join(v.flag_reasons), "flagged"))
-        if v.in_final:
-            badges.append(_badge("in final library", "final"))
+        if v.in_best:
+            badges.append(_badge("in the best library (deployed)", "best"))
+        if v.in_last_trial:
+            badges.append(_badge("in the last trial set", "trial"))
         badges.append(self.approval_badge(v))
         models = ", ".join(v.models) or "unknown"
         parts = [
@@ -354,16 +384,19 @@ class _Page:
             f'{e(", ".join(v.imports) or "none")}</p>',
             self.version_proposals(v.proposals),
             f"<details open><summary>code</summary>{code_block(v.code)}</details>"]
+        spec = _spec_text(v)
+        parts.append(f'<details open class="spec"><summary>description and spec (spec hash '
+                     f'<span class="mono">{e(v.spec_hash[:16])}</span>)</summary>'
+                     f"<pre>{e(spec)}</pre></details>")
         if v.previous is not None:
-            parts.append(f"<details><summary>diff to {self.link(v.previous)}</summary>"
-                         f"{diff_html(v.previous.code, v.code, v.previous.ref, v.ref)}"
-                         "</details>")
+            p = v.previous
+            spec_diff = diff_html(_spec_text(p), spec, p.ref, v.ref).replace(
+                "No change in the code (only the spec differs).", "No change in the spec.")
+            parts.append(f"<details open><summary>diff to {self.link(p)}</summary>"
+                         f"<h5>code</h5>{diff_html(p.code, v.code, p.ref, v.ref)}"
+                         f'<h5>spec</h5><div class="spec-diff">{spec_diff}</div></details>')
         else:
             parts.append('<p class="muted">First version of this name.</p>')
-        spec = json.dumps({k: x for k, x in v.spec.items() if k != "code"}, indent=1,
-                          ensure_ascii=False)
-        parts.append(f"<details><summary>description and spec</summary><pre>{e(spec)}</pre>"
-                     "</details>")
         for vet in v.vets:
             parts.append(self.vet(vet.seq, vet.passed, vet.stages, vet.untested, vet.cached))
         audit = v.audit
@@ -412,8 +445,8 @@ class _Page:
 
     @staticmethod
     def finding(f: dict[str, Any]) -> str:
-        severity = str(f.get("severity", "error"))
-        css = "rejected" if severity == "error" else "flagged"
+        severity = known(f.get("severity", "error"), ("error", "warning"))
+        css = {"error": "rejected", "warning": "flagged"}.get(severity, "tampered")
         return (f"<li>{_badge(severity, css)}<b>{t(f.get('rule'))}</b> line "
                 f"{e(f.get('line'))}:{e(f.get('col'))}: {t(f.get('message'), 2000)}</li>")
 
@@ -527,6 +560,11 @@ class _Page:
         return ('<section id="timeline"><h2>Timeline</h2>'
                 + _table(["record", "time (UTC)", "step", "epoch", "kind", "what"], rows,
                          "timeline") + note + "</section>")
+
+
+def _spec_text(v: FunctionVersion) -> str:
+    """The spec but its code (shown above it), as the reviewer compares it between versions."""
+    return json.dumps(v.spec_without_code, indent=1, sort_keys=True, ensure_ascii=False)
 
 
 def render_html(review: Review) -> str:

@@ -1,8 +1,9 @@
 """Library lock files: which function versions a reviewer approved, pinned by hash.
 
-`review lock RUN` writes one from a verified history: for each function of the run's final
-library whose version is approved (its latest verdict) and passed vetting, the name, version,
-code hash, spec hash and approvals; every other final function is listed as excluded, with why.
+`review lock RUN` writes one from a verified history: for each function of the run's best
+library (library.json, what `eval` and a deployment use) whose version is approved (its latest
+verdict) and passed vetting, the name, version, code hash, spec hash and approvals; every other
+function of that library is listed as excluded, with why.
 It carries the history's head (seq and hash), so the history it came from can be checked later.
 
 `load_locked_library(lock, source)` is how `eval` and a user's own agents get functions: only
@@ -24,7 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sandbox import FunctionLibrary, FunctionSpec, SandboxError, VetReport
+from sandbox import (
+    FunctionLibrary,
+    FunctionSpec,
+    JsonLimits,
+    SandboxError,
+    VetReport,
+    read_json_file,
+)
 
 from ..errors import HistoryBroken, LockError
 from .canonical import canonical_json, sha256_hex
@@ -37,6 +45,8 @@ __all__ = ["LOCK_FILE", "LOCK_FORMAT", "LockFile", "LockedFunction", "build_lock
 LOCK_FORMAT = "fnforge-lock/1"
 LOCK_FILE = "library.lock.json"
 _MAX_LOCK_BYTES = 16 << 20
+_LOCK_JSON_LIMITS = JsonLimits(max_depth=32, max_values=1_000_000, max_chars=_MAX_LOCK_BYTES,
+                               max_string_chars=_MAX_LOCK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -110,29 +120,20 @@ class LockFile:
 
     @classmethod
     def load(cls, path: str | Path) -> LockFile:
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(_MAX_LOCK_BYTES + 1)
-        except OSError as exc:
-            raise LockError(f"cannot read lock file {path}: {exc.strerror}") from None
-        if len(raw) > _MAX_LOCK_BYTES:
-            raise LockError(f"lock file {path} is over {_MAX_LOCK_BYTES >> 20} MiB")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise LockError(f"lock file {path} is not JSON: {exc}") from None
+        data = read_json_file(path, "lock file", _MAX_LOCK_BYTES, _LOCK_JSON_LIMITS, LockError)
         return cls.from_dict(data, f"lock file {path}")
 
 
 def build_lock(review: Review) -> LockFile:
-    """The lock of a verified history's final library (HistoryBroken if it does not verify)."""
+    """The lock of a verified history's best library, the one `eval` and a deployment use
+    (library.json); HistoryBroken if the history does not verify."""
     report = review.verify
     if not report.ok or report.head_seq is None or report.head_hash is None:
         raise HistoryBroken(f"no lock from a history that does not verify: {report.summary()}",
                             report)
     functions: list[LockedFunction] = []
     excluded: list[dict[str, Any]] = []
-    for name, version in sorted(review.final.items()):
+    for name, version in sorted(review.best.items()):
         if version is None:
             excluded.append({"name": name, "version": None,
                              "why": "not proposed in this run (its code is not in the history)"})
@@ -149,7 +150,7 @@ def build_lock(review: Review) -> LockFile:
             excluded.append({**entry, "why": f"denied by {approval.who}: {approval.why}"})
         else:
             functions.append(LockedFunction(
-                name, version.version, version.code_hash, vet.spec_hash,
+                name, version.version, version.code_hash, version.spec_hash,
                 [{**a.to_dict(), "when": _iso(a.time)} for a in version.approvals]))
     return LockFile(report.run_id or "", _iso(None), report.head_seq, report.head_hash,
                     functions, excluded)
@@ -221,7 +222,8 @@ def _from_run(lock: LockFile, run_dir: Path) -> Candidates:
         version = next((v for v in review.versions
                         if v.name == locked.name and v.version == locked.version), None)
         vet = version.passing_vet if version is not None else None
-        spec_data = version.specs.get(vet.spec_hash) if version and vet else None
+        spec_data = version.spec if version and vet and \
+            version.spec_hash == locked.spec_hash else None
         if version is None or vet is None or spec_data is None:
             continue  # reported as missing by the caller
         try:

@@ -1,8 +1,16 @@
 """What a security reviewer asks of a history, derived from its records (nothing stored twice).
 
-A function *version* is the n-th distinct code of a name in the run (NAME@1, NAME@2, ...), in the
-order proposals first showed it; approvals and lock files name versions that way. The final
-library is replayed from applied/decision/registered records (roll-backs included).
+A function *version* is the n-th distinct spec of a name in the run (NAME@1, NAME@2, ...), in
+the order proposals first showed it: any change to the code, the description, the parameters or
+the tests is a new version. Approvals bind to a version's name, number, code hash and spec hash,
+so a revision that keeps the code but changes the spec needs its own approval; lock files name
+versions that way. Two libraries are replayed from applied/decision/registered records
+(roll-backs included): the best set, which the run saves as library.json and `eval` and a
+deployment use, and the last trial set, what the optimizer held when the run stopped (scored or
+not, it is not what runs afterwards).
+
+Enumerated fields read from the database (verdicts, actions, decisions) are shown only as one of
+their known values; anything else is shown as "tampered" (`known`).
 """
 
 from __future__ import annotations
@@ -27,11 +35,23 @@ __all__ = [
     "Review",
     "VetInfo",
     "build_review",
+    "known",
     "parse_ref",
     "summarize",
 ]
 
 _REF = re.compile(r"(?P<name>[^@\s]{1,200})@(?P<version>[1-9][0-9]{0,8})\Z")
+
+TAMPERED = "tampered"
+VERDICTS = ("approve", "deny")
+ACTIONS = ("add_function", "revise_function", "remove_function", "terminate")
+DECISIONS = ("first", "accepted", "accepted_tie", "rolled_back", "tie_rejected")
+
+
+def known(value: Any, allowed: tuple[str, ...]) -> str:
+    """An enumerated field from the database as one of its known values, else "tampered":
+    the report never shows (or puts into markup) a value fnforge did not write."""
+    return value if isinstance(value, str) and value in allowed else TAMPERED
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
@@ -89,10 +109,11 @@ class ApprovalInfo:
     time: float
     name: str
     version: int
-    verdict: str
+    verdict: str  # one of VERDICTS, or TAMPERED
     who: str
     why: str
     code_hash: str
+    spec_hash: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time, "verdict": self.verdict, "who": self.who,
@@ -131,19 +152,24 @@ class CallStats:
 
 @dataclass
 class FunctionVersion:
-    """One distinct code of one name, with everything that happened to it."""
+    """One distinct spec (code, description, parameters, tests) of one name, with everything
+    that happened to it."""
 
     name: str
     version: int
     code: str
     code_hash: str
     spec: dict[str, Any]
+    spec_hash: str = ""
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec hash -> spec
     proposals: list[ProposalInfo] = field(default_factory=list)
     approvals: list[ApprovalInfo] = field(default_factory=list)
     calls: CallStats = field(default_factory=CallStats)
     previous: FunctionVersion | None = None
-    in_final: bool = False
+    offered: int = 0  # conversations whose assistant was offered this version
+    used: int = 0  # of those, conversations that called it (as a tool or by name in code)
+    in_best: bool = False  # in the best set: library.json, what `eval` and a deployment use
+    in_last_trial: bool = False  # in the set the optimizer held when the run stopped
     applied: bool = False
 
     @property
@@ -160,8 +186,8 @@ class FunctionVersion:
 
     @property
     def passing_vet(self) -> VetInfo | None:
-        """The last passing vet: its spec is the one the library holds for this code."""
-        passing = [v for v in self.vets if v.passed]
+        """The last passing vet of exactly this spec."""
+        passing = [v for v in self.vets if v.passed and v.spec_hash == self.spec_hash]
         return passing[-1] if passing else None
 
     @property
@@ -185,6 +211,10 @@ class FunctionVersion:
     @property
     def approved(self) -> bool:
         return self.approval is not None and self.approval.verdict == "approve"
+
+    @property
+    def spec_without_code(self) -> dict[str, Any]:
+        return {k: v for k, v in self.spec.items() if k != "code"}
 
     @property
     def models(self) -> list[str]:
@@ -223,7 +253,7 @@ class FunctionVersion:
 
 @dataclass
 class Review:
-    """Everything the report shows: records, verdict, versions, final library, calls."""
+    """Everything the report shows: records, verdict, versions, the two libraries, calls."""
 
     run_dir: Path
     records: list[Record]
@@ -231,7 +261,10 @@ class Review:
     versions: list[FunctionVersion]
     removals: list[ProposalInfo]
     proposals: list[ProposalInfo]
-    final: dict[str, FunctionVersion | None]
+    best: dict[str, FunctionVersion | None]
+    """The run's best set, saved as library.json: what `eval` and a deployment use."""
+    last_trial: dict[str, FunctionVersion | None]
+    """The set the optimizer held when the run stopped (its last trial; not deployed)."""
     unattributed_calls: dict[str, CallStats]
     code_calls: CallStats
 
@@ -268,16 +301,16 @@ class _Builder:
     def __init__(self, run_dir: Path, records: list[Record], report: VerifyReport) -> None:
         self.run_dir, self.records, self.report = run_dir, records, report
         self.versions: list[FunctionVersion] = []
-        self.index: dict[tuple[str, str], FunctionVersion] = {}
+        self.index: dict[tuple[str, str, str], FunctionVersion] = {}  # name, code, spec hash
         self.latest: dict[str, FunctionVersion] = {}
         self.proposals: list[ProposalInfo] = []
         self.removals: list[ProposalInfo] = []
         self.open: dict[str, ProposalInfo] = {}  # name -> its latest proposal, for vet/refused
         self.model: str | None = None
-        self.state: dict[str, str | None] = {}  # library now: name -> code hash
+        self.state: dict[str, FunctionVersion | None] = {}  # library now: name -> version
         self.library_version = 0
-        self.states: dict[int, dict[str, str | None]] = {0: {}}  # library version -> state
-        self.best: dict[str, str | None] | None = None
+        self.states: dict[int, dict[str, FunctionVersion | None]] = {0: {}}  # version -> state
+        self.best: dict[str, FunctionVersion | None] | None = None
         self.registered: list[str] | None = None
         self.unattributed: dict[str, CallStats] = {}
         self.code_calls = CallStats()
@@ -290,16 +323,18 @@ class _Builder:
                     handler(r)
             except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
                 continue  # a malformed record: verify names it; the review shows the rest
-        final: dict[str, FunctionVersion | None] = {}
         names = self.registered if self.registered is not None else sorted(self.state)
-        for name in sorted(set(names)):
-            code_hash = self.state.get(name)
-            version = self.index.get((name, code_hash)) if code_hash else None
-            final[name] = version
+        last_trial = {name: self.state.get(name) for name in sorted(set(names))}
+        # no step was ever scored: the run saves what it holds (AgentOptimizer.best_library)
+        best = dict(sorted((self.best if self.best is not None else self.state).items()))
+        for version in last_trial.values():
             if version is not None:
-                version.in_final = True
+                version.in_last_trial = True
+        for version in best.values():
+            if version is not None:
+                version.in_best = True
         return Review(self.run_dir, self.records, self.report, self.versions, self.removals,
-                      self.proposals, final, self.unattributed, self.code_calls)
+                      self.proposals, best, last_trial, self.unattributed, self.code_calls)
 
     def _llm_call(self, r: Record) -> None:
         model = r.data.get("model")
@@ -313,7 +348,7 @@ class _Builder:
         spec = d.get("spec") if isinstance(d.get("spec"), dict) else None
         code = spec.get("code") if spec else None
         info = ProposalInfo(
-            seq=r.seq, step=r.step, time=r.time, action=str(d.get("action")),
+            seq=r.seq, step=r.step, time=r.time, action=known(d.get("action"), ACTIONS),
             name=str(d["name"]), reason=str(d.get("reason") or ""), model=self.model,
             code_hash=str(d["code_hash"]) if d.get("code_hash") else None,
             spec_hash=spec_hash(spec) if spec else None,
@@ -324,16 +359,15 @@ class _Builder:
             self.removals.append(info)
             return
         code_hash = info.code_hash or sha256_hex(code)
-        version = self.index.get((info.name, code_hash))
+        s_hash = info.spec_hash or ""
+        version = self.index.get((info.name, code_hash, s_hash))
         if version is None:
             number = sum(1 for v in self.versions if v.name == info.name) + 1
-            version = FunctionVersion(info.name, number, code, code_hash, dict(spec),
-                                      previous=self.latest.get(info.name))
+            version = FunctionVersion(info.name, number, code, code_hash, dict(spec), s_hash,
+                                      {s_hash: dict(spec)}, previous=self.latest.get(info.name))
             self.versions.append(version)
-            self.index[(info.name, code_hash)] = version
+            self.index[(info.name, code_hash, s_hash)] = version
         self.latest[info.name] = version
-        if info.spec_hash:
-            version.specs.setdefault(info.spec_hash, dict(spec))
         info.version = version.version
         version.proposals.append(info)
 
@@ -348,7 +382,7 @@ class _Builder:
                       str(d.get("spec_hash", "")), report)
         proposal = self.open.get(str(d.get("name")))
         if proposal is not None and proposal.code_hash == d.get("code_hash") \
-                and proposal.vet is None:
+                and proposal.spec_hash == vet.spec_hash and proposal.vet is None:
             proposal.vet = vet
             proposal.outcome = "pending" if vet.passed else "rejected"
 
@@ -369,13 +403,24 @@ class _Builder:
         if d.get("action") == "remove_function":
             self.state.pop(name, None)
         else:
-            self.state[name] = str(d.get("code_hash"))
-            version = self.index.get((name, str(d.get("code_hash"))))
+            version = self._applied_version(name, str(d.get("code_hash")), d.get("spec_hash"),
+                                            proposal)
+            self.state[name] = version
             if version is not None:
                 version.applied = True
         if isinstance(d.get("version"), int):
             self.library_version = int(d["version"])
             self.states[self.library_version] = dict(self.state)
+
+    def _applied_version(self, name: str, code_hash: str, s_hash: Any,
+                         proposal: ProposalInfo | None) -> FunctionVersion | None:
+        """The version an applied record put in the library: by its spec hash; else (records
+        without one) the open proposal's, when its code is the applied code."""
+        if isinstance(s_hash, str):
+            return self.index.get((name, code_hash, s_hash))
+        if proposal is not None and proposal.code_hash == code_hash and proposal.spec_hash:
+            return self.index.get((name, code_hash, proposal.spec_hash))
+        return None
 
     def _decision(self, r: Record) -> None:
         d = r.data
@@ -400,14 +445,28 @@ class _Builder:
                 if name not in self.registered:
                     del self.state[name]
 
+    def _conversation(self, r: Record) -> None:
+        """Use: which versions a conversation was offered and which it called."""
+        d = r.data
+        raw = d.get("library_calls")
+        calls: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        for name in d.get("functions") or []:
+            version = self.state.get(str(name))
+            if version is not None:
+                version.offered += 1
+                version.used += bool(calls.get(name))
+
     def _call(self, r: Record) -> None:
         d = r.data
         name = str(d.get("function", ""))
         if name == "<code>":
             self.code_calls.add(d)
             return
-        code_hash = d.get("code_hash") or self.state.get(name)
-        version = self.index.get((name, str(code_hash))) if code_hash else None
+        current = self.state.get(name)
+        code_hash = d.get("code_hash")
+        version = current if current is not None and code_hash in (None, current.code_hash) \
+            else next((v for v in reversed(self.versions)
+                       if v.name == name and v.code_hash == code_hash), None)
         if version is not None:
             version.calls.add(d)
         else:
@@ -416,10 +475,15 @@ class _Builder:
     def _approval(self, r: Record) -> None:
         d = r.data
         info = ApprovalInfo(r.seq, r.time, str(d["name"]), int(d["version"]),
-                            str(d.get("verdict")), str(d.get("who", "")),
-                            str(d.get("why", "")), str(d.get("code_hash", "")))
-        version = self.index.get((info.name, info.code_hash))
-        if version is not None and version.version == info.version:
+                            known(d.get("verdict"), VERDICTS), str(d.get("who", "")),
+                            str(d.get("why", "")), str(d.get("code_hash", "")),
+                            str(d.get("spec_hash") or ""))
+        version = next((v for v in self.versions
+                        if v.name == info.name and v.version == info.version), None)
+        # bound to this very version: its number (the n-th distinct spec), its code hash and,
+        # when given (always, since approvals carry it), its spec hash
+        if version is not None and version.code_hash == info.code_hash \
+                and info.spec_hash in ("", version.spec_hash):
             version.approvals.append(info)
 
 
@@ -479,15 +543,17 @@ _SUMMARIES: dict[str, Any] = {
                            f"tokens, {d.get('attempts', 1)} attempt(s)"),
     "prompt": lambda d: (f"prompt: {d.get('conversations')} conversations, "
                          f"~{d.get('estimated_tokens')} tokens"),
-    "proposal": lambda d: f"{d.get('action')} {d.get('name')}: {str(d.get('reason'))[:160]}",
+    "proposal": lambda d: (f"{known(d.get('action'), ACTIONS)} {d.get('name')}: "
+                           f"{str(d.get('reason'))[:160]}"),
     "vet": lambda d: (f"vet {d.get('name')}: "
                       + ("passed" if d.get("passed") else "REJECTED" + _first_error(d))),
-    "applied": lambda d: f"applied {d.get('action')} {d.get('name')}",
-    "refused": lambda d: f"refused {d.get('action')} {d.get('name')}: {str(d.get('why'))[:200]}",
+    "applied": lambda d: f"applied {known(d.get('action'), ACTIONS)} {d.get('name')}",
+    "refused": lambda d: (f"refused {known(d.get('action'), ACTIONS)} {d.get('name')}: "
+                          f"{str(d.get('why'))[:200]}"),
     "dropped": lambda d: f"dropped {d.get('action')}: {d.get('why')}",
     "terminate": lambda d: f"terminate: {str(d.get('reason'))[:160]}",
-    "decision": lambda d: (f"decision {d.get('decision')}: score {d.get('score')}, "
-                           f"best {d.get('best_score')}"),
+    "decision": lambda d: (f"decision {known(d.get('decision'), DECISIONS)}: "
+                           f"score {d.get('score')}, best {d.get('best_score')}"),
     "early_stop": lambda d: f"early stop after {d.get('steps_without_improvement')} steps",
     "registered": lambda d: f"registered: {', '.join(map(str, d.get('names', []))) or 'none'}",
     "removed": lambda d: f"removed: {', '.join(map(str, d.get('names', [])))}",
@@ -499,6 +565,6 @@ _SUMMARIES: dict[str, Any] = {
                                + (f" ({d.get('outcome')})" if d.get("outcome") else "")),
     "metrics": lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items())
                                    if not isinstance(v, dict | list))[:300],
-    "approval": lambda d: (f"{d.get('verdict')} {d.get('name')}@{d.get('version')} by "
-                           f"{d.get('who')}: {str(d.get('why'))[:200]}"),
+    "approval": lambda d: (f"{known(d.get('verdict'), VERDICTS)} {d.get('name')}@"
+                           f"{d.get('version')} by {d.get('who')}: {str(d.get('why'))[:200]}"),
 }

@@ -53,6 +53,7 @@ __all__ = [
     "HistoryStore",
     "Record",
     "connect_readonly",
+    "fit_record",
     "history_path",
     "llm_hashes",
 ]
@@ -285,7 +286,7 @@ class HistoryStore:
         return self._write_event
 
     def _write_event(self, event: Event) -> None:
-        data = dict(event.data)
+        data = fit_record(event.data)
         if event.kind == "llm_call":
             data.update(llm_hashes(data))
         self.record(event.kind, data, step=event.step, time=event.time)
@@ -324,6 +325,36 @@ class HistoryStore:
 
     def __repr__(self) -> str:
         return f"HistoryStore({str(self.path)!r}, run_id={self.run_id!r})"
+
+
+def fit_record(data: Mapping[str, Any], limit: int = MAX_RECORD_CHARS - 4096) -> dict[str, Any]:
+    """An event's data within the record limit: as it is when it fits; else its longest strings
+    cut (halving a common cap) until it does, each saying how long it was. An event is recorded,
+    however large the model or a container made it; the hashes are of what is stored."""
+    try:
+        clean: dict[str, Any] = jsonable(dict(data))
+        size = len(canonical_json(clean))
+        cap = limit
+        while size > limit and cap > 64:
+            cap //= 2
+            clean = _cap_strings(clean, cap)
+            size = len(canonical_json(clean))
+    except (ValueError, RecursionError) as exc:  # record() says so for data given directly
+        return {"cut": True, "unstorable": type(exc).__name__,
+                "fields": sorted(map(str, data))[:100]}
+    if size > limit:  # structure alone is over: keep what it was, not what it said
+        clean = {"cut": True, "chars": size, "fields": sorted(clean)[:100]}
+    return clean
+
+
+def _cap_strings(value: Any, cap: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= cap else f"{value[:cap]} [... cut from {len(value)}]"
+    if isinstance(value, dict):
+        return {k: _cap_strings(v, cap) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap_strings(v, cap) for v in value]
+    return value
 
 
 def llm_hashes(data: Mapping[str, Any]) -> dict[str, str]:

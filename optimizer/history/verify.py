@@ -15,8 +15,9 @@ What `verify` checks, in one read-only pass (a consistent snapshot, even while a
   matches its record (function, code and spec hash, verdict) and vets code proposed earlier;
   every vet verdict agrees with its own stages and findings; every applied add/revise applies
   code whose vetting passed earlier; llm_call request and
-  response hashes are recomputed; every approval names an existing NAME@VERSION with that
-  version's code hash (and an approval only a version that passed vetting);
+  response hashes are recomputed; every approval names an existing NAME@VERSION (a version is
+  a distinct spec: code, description, parameters, tests) with that version's code hash and spec
+  hash (and an approval only a version whose very spec passed vetting);
 - a pin, when given (`--expect-head`, or a lock file's head): that hash is a record of the chain.
 
 What it cannot detect: a whole history rewritten by someone who can write the file and
@@ -60,7 +61,7 @@ from .store import (
     llm_hashes,
 )
 
-__all__ = ["Problem", "VerifyReport", "read_history", "verify_history"]
+__all__ = ["HistoryDefect", "VerifyReport", "read_history", "verify_history"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
@@ -68,8 +69,9 @@ _MAX_PROBLEMS = 200
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One broken thing: `seq` is the record (None: the file or its schema as a whole)."""
+class HistoryDefect:
+    """One thing verification found broken in a history: `seq` is the record (None: the file
+    or its schema as a whole). Not a math problem (optimizer.math.Problem)."""
 
     seq: int | None
     check: str  # file, schema, meta, sequence, record, hash, chain, head, content, pin
@@ -92,14 +94,14 @@ class VerifyReport:
     records: int
     head_seq: int | None
     head_hash: str | None
-    problems: tuple[Problem, ...] = field(default_factory=tuple)
+    problems: tuple[HistoryDefect, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     @property
-    def first_broken(self) -> Problem | None:
+    def first_broken(self) -> HistoryDefect | None:
         return self.problems[0] if self.problems else None
 
     def summary(self) -> str:
@@ -179,7 +181,7 @@ def _salvage(path: Path, expect_head: str | None) -> tuple[list[Record], VerifyR
 class _Scan:
     def __init__(self, path: Path, conn: sqlite3.Connection, expect_head: str | None) -> None:
         self.path, self.conn, self.expect_head = path, conn, expect_head
-        self.problems: list[Problem] = []
+        self.problems: list[HistoryDefect] = []
         self.records: list[Record] = []
         self.run_id: str | None = None
         self.damaged = False  # SQLite's own check failed: the file, not a record, is broken
@@ -187,7 +189,7 @@ class _Scan:
 
     def _problem(self, seq: int | None, check: str, message: str) -> None:
         if len(self.problems) < _MAX_PROBLEMS:
-            self.problems.append(Problem(seq, check, message))
+            self.problems.append(HistoryDefect(seq, check, message))
 
     def run(self) -> tuple[list[Record], VerifyReport]:
         try:
@@ -306,7 +308,7 @@ class _Scan:
         head = self._head(meta)
         self._blame(soft, head)
 
-    def _blame(self, soft: list[tuple[int, str, str]], head: Problem | None) -> None:
+    def _blame(self, soft: list[tuple[int, str, str]], head: HistoryDefect | None) -> None:
         """A broken link between two self-consistent records: if the record after the link
         does not link onward either, it was replaced (transplanted); otherwise the record
         before the link was altered and re-hashed."""
@@ -395,7 +397,7 @@ class _Scan:
             self._problem(1, "chain", f"record 1 does not start this run's chain (run "
                           f"{run_id!r:.80}): moved from another run or history")
 
-    def _head(self, meta: dict[str, str]) -> Problem | None:
+    def _head(self, meta: dict[str, str]) -> HistoryDefect | None:
         """Does meta's head pointer name the last record? (The problem, not yet reported.)"""
         last = self.records[-1] if self.records else None
         if last is None:
@@ -404,20 +406,20 @@ class _Scan:
         try:
             head_seq = int(meta.get("head_seq", ""))
         except ValueError:
-            return Problem(None, "head", "meta's head pointer is missing or damaged")
+            return HistoryDefect(None, "head", "meta's head pointer is missing or damaged")
         head_hash = meta.get("head_hash", "")
         last_seq = last.seq if last else 0
         if head_seq > last_seq:
             which = (f"record {head_seq} is" if head_seq == last_seq + 1
                      else f"records {last_seq + 1} to {head_seq} are")
-            return Problem(last_seq + 1, "head", f"{which} missing from the end: the head "
+            return HistoryDefect(last_seq + 1, "head", f"{which} missing from the end: the head "
                            f"pointer says the history ends at record {head_seq}")
         if head_seq < last_seq:
-            return Problem(head_seq + 1, "head", f"record {head_seq + 1} and later were "
+            return HistoryDefect(head_seq + 1, "head", f"record {head_seq + 1} and later were "
                            f"appended after the head (record {head_seq}) by something other "
                            "than fnforge")
         if last is not None and head_hash != last.hash:
-            return Problem(last.seq, "head", f"record {last.seq} is not the record the head "
+            return HistoryDefect(last.seq, "head", f"record {last.seq} is not the record the head "
                            "points to: it was altered and re-hashed, or replaced")
         return None
 
@@ -429,8 +431,9 @@ class _ContentChecks:
         self.problem = problem
         self.proposed: set[tuple[str, str]] = set()  # (name, code_hash)
         self.proposed_specs: set[tuple[str, str]] = set()  # (name, spec_hash)
-        self.passed: set[tuple[str, str]] = set()
-        self.versions: dict[str, list[str]] = {}  # name -> distinct code hashes, in order
+        self.passed: set[tuple[str, str]] = set()  # (name, code_hash)
+        self.passed_specs: set[tuple[str, str, str]] = set()  # (name, code_hash, spec_hash)
+        self.versions: dict[str, list[tuple[str, str]]] = {}  # name -> distinct (code, spec)
 
     def check(self, r: Record) -> None:
         handler = getattr(self, f"_{r.kind}", None)
@@ -463,8 +466,8 @@ class _ContentChecks:
         self.proposed.add((name, code_hash))
         self.proposed_specs.add((name, spec_hash(spec)))
         known = self.versions.setdefault(name, [])
-        if code_hash not in known:
-            known.append(code_hash)
+        if (code_hash, spec_hash(spec)) not in known:
+            known.append((code_hash, spec_hash(spec)))
 
     def _vet(self, r: Record) -> None:
         d = r.data
@@ -496,12 +499,18 @@ class _ContentChecks:
                          "no earlier proposal holds")
         if d["passed"]:
             self.passed.add((name, code_hash))
+            self.passed_specs.add((name, code_hash, s_hash))
 
     def _applied(self, r: Record) -> None:
         d = r.data
-        if d.get("action") in ("add_function", "revise_function") and \
-                (d["name"], d["code_hash"]) not in self.passed:
+        if d.get("action") not in ("add_function", "revise_function"):
+            return
+        if (d["name"], d["code_hash"]) not in self.passed:
             self.problem(r.seq, "content", f"record {r.seq}: applies code of "
+                         f"{d['name']!r:.80} whose vetting passed nowhere earlier")
+        elif "spec_hash" in d and (d["name"], d["code_hash"], d["spec_hash"]) \
+                not in self.passed_specs:
+            self.problem(r.seq, "content", f"record {r.seq}: applies a spec of "
                          f"{d['name']!r:.80} whose vetting passed nowhere earlier")
 
     def _llm_call(self, r: Record) -> None:
@@ -516,6 +525,7 @@ class _ContentChecks:
     def _approval(self, r: Record) -> None:
         d = r.data
         name, version, code_hash = d["name"], d["version"], d["code_hash"]
+        s_hash = d.get("spec_hash")
         if d.get("verdict") not in ("approve", "deny"):
             self.problem(r.seq, "content", f"record {r.seq}: an approval's verdict must be "
                          "approve or deny")
@@ -527,9 +537,13 @@ class _ContentChecks:
                 not 1 <= version <= len(known):
             self.problem(r.seq, "content", f"record {r.seq}: approval of {name!s:.80}@"
                          f"{version!s:.20}, a version no earlier proposal made")
-        elif known[version - 1] != code_hash:
+        elif known[version - 1][0] != code_hash:
             self.problem(r.seq, "content", f"record {r.seq}: approval of {name}@{version} "
                          "names another code hash than that version's")
-        elif d.get("verdict") == "approve" and (name, code_hash) not in self.passed:
+        elif s_hash is not None and known[version - 1][1] != s_hash:
+            self.problem(r.seq, "content", f"record {r.seq}: approval of {name}@{version} "
+                         "names another spec hash than that version's")
+        elif d.get("verdict") == "approve" and \
+                (name, code_hash, known[version - 1][1]) not in self.passed_specs:
             self.problem(r.seq, "content", f"record {r.seq}: approves {name}@{version}, which "
                          "never passed vetting")

@@ -1,4 +1,5 @@
-"""Benchmark rows for a chat endpoint: prompt and generation tokens/s, time to first token.
+"""Benchmark rows for a chat endpoint: prompt and generation tokens/s, time to first token;
+and `wasted_generation`, what a slow single-slot server generates for nobody.
 
 Prompts are laid out the way fnforge lays them out, stable part first: the server (llama.cpp)
 reuses the cached prefix, so a repeated prefix should answer much sooner than a fresh one.
@@ -12,14 +13,17 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 import uuid
 from typing import Any
 
+from ..errors import LLMError
 from .client import LLMClient
 from .config import config_from_dict, load_config
+from .scripted import ScriptedLLM, text
 
-__all__ = ["STABLE_PREFIX", "bench_rows", "main"]
+__all__ = ["STABLE_PREFIX", "bench_rows", "main", "wasted_generation"]
 
 
 STABLE_PREFIX = (
@@ -87,6 +91,74 @@ def bench_rows(base_url: str, model: str, repeats: int = 2) -> list[dict[str, An
             (pieces - 1) / gen_time if pieces > 1 and gen_time > 0 else 0.0,
             "tokens/s", f"{pieces} tokens streamed")
     return rows
+
+
+# A reply of REPLY_TOKENS at TOKEN_S each takes 1 s; the fixed timeout is shorter than a reply
+# plus the wait behind another one, as 120 s was for the 1.5B model beside two CPU hogs.
+REPLY_TOKENS, TOKEN_S, FIXED_TIMEOUT_S = 50, 0.02, 1.5
+_MODES: dict[str, dict[str, Any]] = {
+    "whole_replies_fixed_timeout": {"timeout": FIXED_TIMEOUT_S},
+    "streamed_capped": {"stream": True, "max_in_flight": 1, "silence_timeout": 5.0,
+                        "first_token_timeout": 5.0},
+}
+
+
+def _drive(client: LLMClient, requests: int, in_flight: int) -> int:
+    """`requests` chat calls from `in_flight` threads; how many failed."""
+    failed: list[LLMError] = []
+
+    def ask(count: int) -> None:
+        for _ in range(count):
+            try:
+                client.chat("assistant", [{"role": "user", "content": "go"}])
+            except LLMError as exc:
+                failed.append(exc)
+
+    share = [requests // in_flight + (i < requests % in_flight) for i in range(in_flight)]
+    threads = [threading.Thread(target=ask, args=(n,)) for n in share]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(failed)
+
+
+def wasted_generation(requests: int = 6, in_flight: int = 2) -> dict[str, Any]:
+    """`requests` chat calls, `in_flight` at a time, against a scripted server that generates
+    one reply at a time (llama-cpp-python's way): fnforge's old way (whole replies, a fixed
+    timeout) against streamed requests capped at the server's slot. Tokens generated are the
+    server's own count, so a reply generated for a client that gave up is counted too."""
+    out: dict[str, Any] = {"requests": requests, "in_flight": in_flight,
+                           "reply_s": REPLY_TOKENS * TOKEN_S}
+    words = " ".join(f"w{i}" for i in range(REPLY_TOKENS))
+    for mode, table in _MODES.items():
+        server = ScriptedLLM(slots=1, token_latency=TOKEN_S,
+                             responder=lambda body: text(words, completion_tokens=REPLY_TOKENS))
+        server.start()
+        cfg = config_from_dict({"base_url": server.base_url, "model": "scripted-model",
+                                "max_retries": 3, "backoff_base": 0.01, **table}, env={})
+        try:
+            with LLMClient(cfg, use_config_cache=False, api_key="sk-bench-not-a-key-0000",
+                           base_url=server.base_url) as client:
+                started = time.perf_counter()
+                failed = _drive(client, requests, in_flight)
+                seconds = time.perf_counter() - started
+                usage = client.usage_report()["run"]
+            time.sleep(REPLY_TOKENS * TOKEN_S)  # let generations nobody waits for end
+        finally:
+            server.stop()
+        generated = sum(g.tokens for g in server.generations)
+        used = usage["completion_tokens"]
+        out[mode] = {
+            "seconds": round(seconds, 2), "answered": usage["calls"], "failed": failed,
+            "server_tokens_generated": generated, "tokens_used": used,
+            "generated_per_used": round(generated / used, 3) if used else None,
+            "abandoned": usage["abandoned"], "left_running": usage["left_running"],
+            "retries": usage["retries"],
+            "retried_while_generating": usage["retried_while_generating"],
+            "generated_for_a_client_gone": sum(
+                g.tokens for g in server.generations if g.client_gone)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

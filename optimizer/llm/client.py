@@ -5,21 +5,36 @@ accounting per role and per run, record/replay caching and plain-spoken errors, 
 leak the API key. The key is read from the environment when the client is built, handed to the
 ``openai`` client and otherwise only used to scrub text; it is in no repr, log line, exception
 or cache record.
+
+The embedded model's server generates one reply at a time and, asked for a whole reply, goes on
+generating it after its client gave up. So requests to it are streamed (``LLMConfig.streamed``):
+no more are in flight than it has slots (a wait for a slot is nobody's failure), and a request
+is given up only when the server falls silent (no token for ``silence_timeout`` s, or none yet
+after ``first_token_timeout`` s plus the prompt's share) or the caller's deadline passes; giving
+up closes the stream, and the server stops generating at its next token. Other endpoints keep
+whole replies with a fixed timeout and the same retries. The usage report counts what was
+wasted: tokens generated against tokens used, requests abandoned, and retries sent while the
+server may still have been working on the previous attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
 import random
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import openai
 
 from ..errors import (
@@ -34,9 +49,18 @@ from ..errors import (
 from .cache import CacheMode, ResponseCache
 from .config import LLMConfig, RoleConfig
 
-__all__ = ["ChatResult", "LLMClient", "ToolCall", "Usage", "safe_url"]
+__all__ = ["ChatResult", "DeadlineExceeded", "LLMClient", "ToolCall", "Usage", "safe_url"]
 
 log = logging.getLogger("fnforge.llm")
+
+# Limits of streamed requests (the config holds the ones a user tunes).
+PROMPT_CHARS_PER_S = 40.0   # slowest prompt processing waited for before a first token: about
+                            # 10 tokens/s, the 1.5B model on 2 busy cores
+SLOWEST_TOKENS_PER_S = 2.0  # slowest generation a whole (unstreamed) local reply is given time
+                            # for (2.4 measured beside two CPU hogs)
+WHOLE_REPLY_TOKENS = 2048   # tokens assumed for a whole local reply with no max_tokens
+CONNECT_TIMEOUT_S = 10.0
+WATCH_TICK_S = 1.0          # a stream's watchdog re-reads the clock at least this often
 
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*.]{6,}|Bearer\s+[A-Za-z0-9_\-.=]{6,})")
 _CONTEXT_RE = re.compile(
@@ -47,6 +71,25 @@ _MODEL_RE = re.compile(
     r"(unknown|invalid) model|no such model|deployment[^.]{0,80}(not found|does not exist)", re.I)
 
 
+class DeadlineExceeded(LLMRequestError):
+    """The caller's time budget (an episode's) ran out before the reply came: the request's own
+    failure (HTTP 408, like a client timeout), not the endpoint's, so a run goes on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 408)
+
+
+@dataclass
+class Waste:
+    """What one call cost beyond its reply (kept per call, then added to the usage)."""
+
+    queue_wait_s: float = 0.0          # waiting for a free slot of the server
+    tokens_generated: int = 0          # completion tokens the server produced, every attempt
+    abandoned: int = 0                 # attempts given up before the server finished them
+    left_running: int = 0              # of those, ones the server could not be told to stop
+    retried_while_generating: int = 0  # retries sent while it may still have been working
+
+
 @dataclass
 class Usage:
     """Token accounting; cached calls are counted apart because they cost nothing."""
@@ -55,12 +98,31 @@ class Usage:
     cached_calls: int = 0
     retries: int = 0
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # tokens of the replies returned: the tokens used
     cost_usd: float | None = None
+    queue_wait_s: float = 0.0
+    tokens_generated: int = 0
+    abandoned: int = 0
+    left_running: int = 0
+    retried_while_generating: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def generated_per_used(self) -> float | None:
+        """Tokens generated per token used (1.0: nothing wasted; None: none used yet)."""
+        if not self.completion_tokens:
+            return None
+        return round(self.tokens_generated / self.completion_tokens, 4)
+
+    def add_waste(self, waste: Waste) -> None:
+        self.queue_wait_s = round(self.queue_wait_s + waste.queue_wait_s, 3)
+        self.tokens_generated += waste.tokens_generated
+        self.abandoned += waste.abandoned
+        self.left_running += waste.left_running
+        self.retried_while_generating += waste.retried_while_generating
 
     def add(self, prompt: int, completion: int, cost: float | None, retries: int) -> None:
         self.calls += 1
@@ -71,7 +133,8 @@ class Usage:
             self.cost_usd = (self.cost_usd or 0.0) + cost
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_tokens": self.total_tokens}
+        return {**asdict(self), "total_tokens": self.total_tokens,
+                "generated_per_used": self.generated_per_used}
 
 
 @dataclass(frozen=True)
@@ -95,6 +158,7 @@ class ChatResult:
     attempts: int
     latency_s: float
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    queue_wait_s: float = 0.0  # of latency_s, waiting for a free slot of the server
 
     def assistant_message(self) -> dict[str, Any]:
         """This reply as a message to append to the conversation."""
@@ -140,6 +204,7 @@ class LLMClient:
         self.tools_unsupported = False  # set when the endpoint refused a tools request
         self.usage_by_role: dict[str, Usage] = {}
         self.run_usage = Usage()
+        self._lock = threading.Lock()  # conversations on several threads share the counts
 
     def __repr__(self) -> str:
         return (f"LLMClient(provider={self.config.provider!r}, endpoint={self._endpoint!r}, "
@@ -233,8 +298,13 @@ class LLMClient:
              tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
              response_format: Mapping[str, Any] | None = None, temperature: float | None = None,
              max_tokens: int | None = None, seed: int | None = None,
-             stop: Sequence[str] | None = None) -> ChatResult:
-        """One chat completion for ``role``; retried, accounted, cached per the config."""
+             stop: Sequence[str] | None = None, deadline: float | None = None) -> ChatResult:
+        """One chat completion for ``role``; retried, accounted, cached per the config.
+
+        ``deadline`` (a ``time.monotonic()`` value, e.g. an episode's end) bounds the whole
+        call, waits for a slot and retries included: past it the request is given up (the
+        server stops generating a streamed one) and DeadlineExceeded is raised.
+        """
         request = self.request_for(role, messages, tools=tools, tool_choice=tool_choice,
                                    response_format=response_format, temperature=temperature,
                                    max_tokens=max_tokens, seed=seed, stop=stop)
@@ -247,15 +317,23 @@ class LLMClient:
                 log.debug("llm %s: cache hit for %s", role, request["model"])
                 return self._result(hit, role, request["model"], cached=True, attempts=0,
                                     latency=time.monotonic() - started)
-        data, attempts = self._create(request)
+        waste = Waste()
+        try:
+            data, attempts = self._create(request, deadline, waste)
+        finally:
+            with self._lock:
+                self._usage(role).add_waste(waste)
+                self.run_usage.add_waste(waste)
         if self.cache is not None:
             self.cache.put(request, data)
-        result = self._result(data, role, request["model"], cached=False, attempts=attempts,
-                              latency=time.monotonic() - started)
-        self._usage(role).add(result.prompt_tokens, result.completion_tokens, result.cost_usd,
-                              attempts - 1)
-        self.run_usage.add(result.prompt_tokens, result.completion_tokens, result.cost_usd,
-                           attempts - 1)
+        result = dataclasses.replace(
+            self._result(data, role, request["model"], cached=False, attempts=attempts,
+                         latency=time.monotonic() - started),
+            queue_wait_s=round(waste.queue_wait_s, 3))
+        with self._lock:
+            for usage in (self._usage(role), self.run_usage):
+                usage.add(result.prompt_tokens, result.completion_tokens, result.cost_usd,
+                          attempts - 1)
         log.debug("llm %s: %s, %d+%d tokens, %.2fs, %d attempt(s)", role, request["model"],
                   result.prompt_tokens, result.completion_tokens, result.latency_s, attempts)
         return result
@@ -271,24 +349,29 @@ class LLMClient:
         request = self.request_for(role, messages, max_tokens=max_tokens,
                                    temperature=temperature)
         client = self._connect()
-        error: LLMError | None = None
-        try:
-            stream = client.chat.completions.create(**request, stream=True)
-        except openai.APIError as exc:
-            error = self._translate(exc, request)
-        if error is not None:
-            raise error
-        pieces = 0
-        try:
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    pieces += 1
-                    yield chunk.choices[0].delta.content
-        finally:
-            stream.close()
-            cost = self._cost(request["model"], 0, pieces)
-            self._usage(role).add(0, pieces, cost, 0)
-            self.run_usage.add(0, pieces, cost, 0)
+        waste = Waste()
+        with self._slot(None, waste, request):
+            error: LLMError | None = None
+            try:
+                stream = client.chat.completions.create(**request, stream=True)
+            except openai.APIError as exc:
+                error = self._translate(exc, request)
+            if error is not None:
+                raise error
+            pieces = 0
+            try:
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        pieces += 1
+                        yield chunk.choices[0].delta.content
+            finally:
+                stream.close()
+                waste.tokens_generated = pieces
+                cost = self._cost(request["model"], 0, pieces)
+                with self._lock:
+                    for usage in (self._usage(role), self.run_usage):
+                        usage.add(0, pieces, cost, 0)
+                        usage.add_waste(waste)
 
     def list_models(self) -> list[str]:
         """Model ids the endpoint serves ([] if it cannot say)."""
@@ -314,45 +397,206 @@ class LLMClient:
             return None
         return (prompt * price.input_per_mtok + completion * price.output_per_mtok) / 1e6
 
-    def _create(self, request: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """Call the endpoint, retrying 429/5xx/connection failures with bounded backoff."""
+    def _streams(self, request: Mapping[str, Any]) -> bool:
+        """Whether this request is streamed. llama-cpp-python's chatml-function-calling cannot
+        stream an automatic tool choice ("Automatic streaming tool choice is not supported"):
+        such a request to the embedded model goes whole, with no fixed total timeout."""
+        if not self.config.streamed:
+            return False
+        return not (self.config.provider == "local" and request.get("tools")
+                    and request.get("tool_choice") == "auto")
+
+    def _first_token_budget(self, request: Mapping[str, Any]) -> float:
+        """Seconds a streamed request may wait for its first token: the configured wait plus
+        the prompt's processing at the slowest rate we wait for."""
+        chars = len(json.dumps(request.get("messages", []))) + len(
+            json.dumps(request.get("tools") or []))
+        return self.config.first_token_timeout + chars / PROMPT_CHARS_PER_S
+
+    def _whole_timeout(self, request: Mapping[str, Any]) -> float:
+        """Seconds for a whole reply: the config's timeout, except on a server whose requests
+        are streamed (the embedded model), where a reply that cannot be streamed gets the time
+        its prompt and its longest answer need at the slowest rates, not a fixed total."""
+        if not self.config.streamed:
+            return self.config.timeout
+        tokens = request.get("max_tokens") or WHOLE_REPLY_TOKENS
+        return self._first_token_budget(request) + tokens / SLOWEST_TOKENS_PER_S
+
+    @contextlib.contextmanager
+    def _slot(self, deadline: float | None, waste: Waste,
+              request: Mapping[str, Any]) -> Iterator[None]:
+        """Hold one of the server's slots (config.in_flight_cap) for one attempt: a request
+        waits here, not in the server's queue, where its wait would look like a slow server."""
+        cap = self.config.in_flight_cap
+        if cap <= 0:
+            yield
+            return
+        slots = _server_slots(self._endpoint, cap)
+        started = time.monotonic()
+        got = slots.acquire(timeout=None if deadline is None else max(0.0, deadline - started))
+        waste.queue_wait_s += time.monotonic() - started
+        if not got:
+            raise DeadlineExceeded(
+                f"the time budget ran out while request for model {request['model']!r} waited "
+                f"for a free slot of {self._endpoint} ({cap} at a time)")
+        try:
+            yield
+        finally:
+            slots.release()
+
+    def _check_deadline(self, deadline: float | None, request: Mapping[str, Any]) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"the time budget ran out before model {request['model']!r}"
+                                   f" at {self._endpoint} answered")
+
+    def _create(self, request: dict[str, Any], deadline: float | None,
+                waste: Waste) -> tuple[dict[str, Any], int]:
+        """The reply (whole, or streamed when ``_streams``) and the attempts it took: 429,
+        5xx, connection failures, broken answers and timeouts (for streams: silence) are
+        retried with bounded backoff, each attempt in a slot of the server."""
         client = self._connect()
+        once = self._stream_once if self._streams(request) else self._whole_once
         attempts = self.config.max_retries + 1
         last = ""
         for attempt in range(1, attempts + 1):
-            error: LLMError | None = None
-            retry_after: float | None = None
-            try:
-                response = client.chat.completions.create(**request)
-                data: dict[str, Any] = response.model_dump(mode="json", exclude_none=True)
-                if data.get("choices"):
-                    return data, attempt
-                last = "an answer with no choices"  # overloaded proxies do this; try again
-            except openai.APIStatusError as exc:
-                code = _error_code(exc)
-                if (exc.status_code == 429 and code != "insufficient_quota") or (
-                        exc.status_code >= 500):
-                    last = f"HTTP {exc.status_code}: {self.redact(_error_message(exc))}"
-                    retry_after = _retry_after(exc.response.headers)
-                else:
-                    error = self._translate(exc, request)
-            except openai.APITimeoutError:
-                last = f"no answer within {self.config.timeout:g} s (timeout)"
-            except openai.APIConnectionError as exc:
-                last = f"connection failed: {self.redact(str(exc.__cause__ or exc))}"
-            except ValueError as exc:  # a 200 whose body is not JSON (proxies, broken servers)
-                last = f"malformed response ({type(exc).__name__}: {self.redact(str(exc))[:200]})"
-            if error is not None:
-                raise error
+            self._check_deadline(deadline, request)
+            with self._slot(deadline, waste, request):
+                try:
+                    return once(client, request, deadline, waste), attempt
+                except _AttemptFailed as failed:
+                    last, retry_after, busy = failed.why, failed.retry_after, failed.busy
+            self._check_deadline(deadline, request)
             if attempt == attempts:
                 break
-            delay = self._delay(attempt, retry_after)
-            log.warning("llm call to %s failed (%s); retry %d/%d in %.1fs", self._endpoint, last,
-                        attempt, attempts - 1, delay)
-            self._sleep(delay)
+            if busy:
+                waste.retried_while_generating += 1
+            self._retry_pause(attempt, attempts, last, retry_after)
+        raise self._unavailable(attempts, request, last)
+
+    def _whole_once(self, client: openai.OpenAI, request: dict[str, Any],
+                    deadline: float | None, waste: Waste) -> dict[str, Any]:
+        """One attempt at a whole reply, or _AttemptFailed; a deadline shortens the wait."""
+        timeout = self._whole_timeout(request)
+        wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        try:
+            response = client.chat.completions.create(**request, timeout=max(wait, 0.01))
+            data: dict[str, Any] = response.model_dump(mode="json", exclude_none=True)
+        except openai.APIStatusError as exc:
+            raise self._status_failure(exc, request) from None
+        except openai.APITimeoutError:
+            # the server may go on generating a whole reply nobody waits for
+            waste.abandoned += 1
+            waste.left_running += 1
+            self._check_deadline(deadline, request)
+            raise _AttemptFailed(f"no answer within {wait:g} s (timeout)", busy=True) from None
+        except openai.APIConnectionError as exc:
+            raise _AttemptFailed(
+                f"connection failed: {self.redact(str(exc.__cause__ or exc))}") from None
+        except ValueError as exc:  # a 200 whose body is not JSON (proxies, broken servers)
+            raise _AttemptFailed(f"malformed response ({type(exc).__name__}: "
+                                 f"{self.redact(str(exc))[:200]})") from None
+        waste.tokens_generated += int((data.get("usage") or {}).get("completion_tokens") or 0)
+        if not data.get("choices"):
+            raise _AttemptFailed("an answer with no choices")  # overloaded proxies do this
+        return data
+
+    def _status_failure(self, exc: openai.APIStatusError,
+                        request: Mapping[str, Any]) -> _AttemptFailed | LLMError:
+        """An HTTP error as a failed attempt to retry (429 but for quota, 5xx) or the error
+        to raise."""
+        code = _error_code(exc)
+        if (exc.status_code == 429 and code != "insufficient_quota") or exc.status_code >= 500:
+            return _AttemptFailed(f"HTTP {exc.status_code}: {self.redact(_error_message(exc))}",
+                                  _retry_after(exc.response.headers))
+        return self._translate(exc, request)
+
+    def _stream_once(self, client: openai.OpenAI, request: dict[str, Any],
+                     deadline: float | None, waste: Waste) -> dict[str, Any]:
+        """One streamed attempt: the reply as a chat.completion dict, or _AttemptFailed."""
+        watch = _Watch(self._first_token_budget(request), self.config.silence_timeout,
+                       deadline)
+        # The socket's read timeout is a backstop (it is also what bounds the wait for the
+        # headers); the watchdog gives up on time once they came.
+        read = watch.first_s + watch.silence_s
+        if deadline is not None:
+            read = min(read, max(deadline - time.monotonic(), 0.01))
+        timeout = httpx.Timeout(read, connect=CONNECT_TIMEOUT_S)
+        try:
+            stream = client.chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True},
+                timeout=timeout)
+        except openai.APIStatusError as exc:
+            raise self._status_failure(exc, request) from None
+        except openai.APITimeoutError:
+            waste.abandoned += 1
+            self._check_deadline(deadline, request)
+            raise _AttemptFailed(f"no response within {read:.0f} s (timeout)",
+                                 busy=True) from None
+        except openai.APIConnectionError as exc:
+            raise _AttemptFailed(
+                f"connection failed: {self.redact(str(exc.__cause__ or exc))}") from None
+        reply = _Reply()
+        broken = ""
+        watch.start(stream.response)
+        try:
+            for chunk in stream:
+                if reply.add(chunk):
+                    watch.token()
+                if deadline is not None and watch.gave_up is None and (
+                        time.monotonic() >= deadline and reply.finish_reason is None):
+                    watch.gave_up = "deadline"  # also without a watchdog (no socket to shut)
+                    break
+        except (httpx.HTTPError, openai.APIError, ValueError) as exc:
+            broken = self.redact(str(exc) or type(exc).__name__)[:200]
+        finally:
+            watch.stop()
+            stream.close()  # the server sees the client gone and stops at its next token
+        waste.tokens_generated += reply.tokens
+        if reply.finish_reason is not None and not broken:
+            if reply.usage is None and self.config.provider == "local":
+                reply.usage = {"prompt_tokens": self._local_prompt_tokens(client, request),
+                               "completion_tokens": reply.tokens}
+            return reply.completion(request["model"])
+        if watch.gave_up is not None:
+            waste.abandoned += 1
+            if watch.gave_up == "deadline":
+                raise DeadlineExceeded(
+                    f"the time budget ran out while model {request['model']!r} at "
+                    f"{self._endpoint} was answering ({reply.tokens} tokens so far); the "
+                    "request was given up and its generation stopped")
+            if watch.gave_up == "first token":
+                raise _AttemptFailed(f"no first token within {watch.first_s:.0f} s",
+                                     busy=True)
+            raise _AttemptFailed(f"no token for {watch.silence_s:g} s after {reply.tokens}")
+        if broken:
+            raise _AttemptFailed(f"the stream broke after {reply.tokens} tokens ({broken})")
+        raise _AttemptFailed(f"the stream ended after {reply.tokens} tokens without finishing "
+                             "(the server interrupted it)")
+
+    def _local_prompt_tokens(self, client: openai.OpenAI, request: Mapping[str, Any]) -> int:
+        """The prompt's tokens as the embedded server counts them: llama-cpp-python sends no
+        usage with a stream, so its tokenizer counts the messages laid out as chatml (exact
+        without tools; tools add their schemas, counted about right). 0 if it cannot say."""
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        try:
+            response = httpx.post(f"{root}/extras/tokenize/count",
+                                  json={"input": _chatml(request)}, timeout=CONNECT_TIMEOUT_S)
+            return int(response.json()["count"]) if response.status_code == 200 else 0
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return 0
+
+    def _retry_pause(self, attempt: int, attempts: int, last: str,
+                     retry_after: float | None) -> None:
+        delay = self._delay(attempt, retry_after)
+        log.warning("llm call to %s failed (%s); retry %d/%d in %.1fs", self._endpoint, last,
+                    attempt, attempts - 1, delay)
+        self._sleep(delay)
+
+    def _unavailable(self, attempts: int, request: Mapping[str, Any],
+                     last: str) -> EndpointUnavailable:
         hint = (" Is the local model server up? Try `make llm`."
                 if self.config.provider == "local" else " Check the endpoint and try later.")
-        raise EndpointUnavailable(
+        return EndpointUnavailable(
             f"{self._endpoint} failed {attempts} time(s) for model {request['model']!r}; "
             f"last error: {last}.{hint}")
 
@@ -432,6 +676,145 @@ class LLMClient:
             prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=self._cost(model, prompt, completion), cached=cached, attempts=attempts,
             latency_s=latency, raw=data)
+
+
+def _chatml(request: Mapping[str, Any]) -> str:
+    """A request's messages as chatml-function-calling lays them out (for counting tokens)."""
+    parts = []
+    for message in request.get("messages", []):
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            content = json.dumps(content)
+        calls = "".join(f"functions.{c['function']['name']}:\n{c['function']['arguments']}"
+                        for c in message.get("tool_calls") or [])
+        parts.append(f"<|im_start|>{message.get('role')}\n{content}{calls}<|im_end|>\n")
+    tools = "".join(f"\nfunctions.{t['function']['name']}:\n"
+                    f"{json.dumps(t['function'].get('parameters'))}\n"
+                    for t in request.get("tools") or [])
+    return "".join(parts) + tools + "<|im_start|>assistant\n"
+
+
+_SLOTS_LOCK = threading.Lock()
+_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+
+
+def _server_slots(endpoint: str, cap: int) -> threading.BoundedSemaphore:
+    """The one semaphore of a server in this process, whichever client asks (the first cap
+    asked for stays)."""
+    with _SLOTS_LOCK:
+        if endpoint not in _SLOTS:
+            _SLOTS[endpoint] = threading.BoundedSemaphore(cap)
+        return _SLOTS[endpoint]
+
+
+class _AttemptFailed(Exception):
+    """A streamed attempt failed in a way worth retrying. ``busy``: the server may still have
+    been working on it (no first token yet), so a retry queues behind that work."""
+
+    def __init__(self, why: str, retry_after: float | None = None, busy: bool = False) -> None:
+        super().__init__(why)
+        self.why, self.retry_after, self.busy = why, retry_after, busy
+
+
+class _Watch:
+    """Gives up on a stream from beside it: when the first token is late, the server has been
+    silent too long, or the deadline passed, it shuts the stream's socket. The reader then sees
+    the stream end, and the server sees its client gone and stops generating."""
+
+    def __init__(self, first_s: float, silence_s: float, deadline: float | None) -> None:
+        self.first_s, self.silence_s, self.deadline = first_s, silence_s, deadline
+        self.started = time.monotonic()
+        self.last: float | None = None
+        self.gave_up: str | None = None  # "first token" | "silence" | "deadline"
+        self._done = threading.Event()
+        self._socket: socket.socket | None = None
+
+    def token(self) -> None:
+        self.last = time.monotonic()
+
+    def start(self, response: httpx.Response) -> None:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            self._socket = sock
+            threading.Thread(target=self._run, daemon=True, name="fnforge-llm-watch").start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _due(self) -> tuple[float, str]:
+        when, why = ((self.started + self.first_s, "first token") if self.last is None
+                     else (self.last + self.silence_s, "silence"))
+        if self.deadline is not None and self.deadline <= when:
+            return self.deadline, "deadline"
+        return when, why
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            when, why = self._due()
+            left = when - time.monotonic()
+            if left <= 0:
+                self.gave_up = why
+                with contextlib.suppress(OSError):
+                    assert self._socket is not None
+                    self._socket.shutdown(socket.SHUT_RDWR)
+                return
+            self._done.wait(min(left, WATCH_TICK_S))
+
+
+class _Reply:
+    """A streamed reply put back together: text, tool calls from their deltas, usage."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.finish_reason: str | None = None
+        self.tokens = 0
+        self.usage: dict[str, int] | None = None
+
+    def add(self, chunk: Any) -> bool:
+        """Take one chunk; True if it carried a token (llama.cpp sends one token a chunk)."""
+        token = False
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = {"prompt_tokens": int(chunk.usage.prompt_tokens or 0),
+                          "completion_tokens": int(chunk.usage.completion_tokens or 0)}
+        for choice in chunk.choices or []:
+            if choice.index:
+                continue
+            delta = choice.delta
+            if delta is not None and delta.content:
+                self.text.append(delta.content)
+                token = True
+            for call in (delta.tool_calls if delta is not None else None) or []:
+                # llama-cpp-python repeats the id and name in every delta; OpenAI sends them once
+                entry = self.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                entry["id"] = entry["id"] or (call.id or "")
+                fn = call.function
+                if fn is not None:
+                    entry["name"] = entry["name"] or (fn.name or "")
+                    entry["arguments"] += fn.arguments or ""
+                    token = token or bool(fn.name or fn.arguments)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        self.tokens += token
+        return token
+
+    def completion(self, model: str) -> dict[str, Any]:
+        """As the whole chat.completion object a plain request returns."""
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": "".join(self.text) if self.text or not self.calls
+                                   else None}
+        if self.calls:
+            message["tool_calls"] = [
+                {"id": c["id"] or f"call_{i}", "type": "function",
+                 "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for i, c in sorted(self.calls.items())]
+        usage = self.usage or {"prompt_tokens": 0, "completion_tokens": self.tokens}
+        return {"object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": self.finish_reason}],
+                "usage": {**usage, "total_tokens": usage["prompt_tokens"]
+                          + usage["completion_tokens"]}}
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_OPENAI_MODEL",
     "LOCAL_MODELS",
+    "LOCAL_SLOTS",
     "ROLES",
     "CacheConfig",
     "LLMConfig",
@@ -50,6 +51,7 @@ CacheModeName = Literal["off", "record", "replay"]
 DEFAULT_CONFIG_NAME = "fnforge.toml"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 LOCAL_MODELS: tuple[str, ...] = ("qwen2.5-coder-1.5b", "smollm2-135m")
+LOCAL_SLOTS = 1  # requests llama-cpp-python's server generates at once (it has no slots)
 
 # Key names that would hold a secret; a config file must never carry one.
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|bearer)$", re.I)
@@ -109,6 +111,26 @@ class LLMConfig:
     prices: Mapping[str, Price] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    # Streaming (the embedded model's default): a request is given up only when the server
+    # falls silent, never for a fixed total, and closing the stream stops its generation.
+    stream: bool | None = None          # None: streamed for the embedded model only
+    max_in_flight: int | None = None    # None: the embedded server's slots; 0: no cap
+    silence_timeout: float = 60.0       # streamed: seconds without a token, once one came
+    first_token_timeout: float = 120.0  # streamed: seconds to the first token, plus the
+    # prompt's own share (see client.PROMPT_CHARS_PER_S)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether chat requests are streamed (the embedded model unless configured)."""
+        return self.provider == "local" if self.stream is None else self.stream
+
+    @property
+    def in_flight_cap(self) -> int:
+        """Requests in flight to the endpoint at most (0: no cap): the embedded server answers
+        LOCAL_SLOTS at a time, and a request queued inside it would look like a slow one."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return LOCAL_SLOTS if self.provider == "local" else 0
 
     def role(self, name: str) -> RoleConfig:
         try:
@@ -126,7 +148,8 @@ class LLMConfig:
 
 _TOP_KEYS = {"provider", "model", "base_url", "api_key_env", "azure_endpoint", "api_version",
              "deployment", "timeout", "max_retries", "backoff_base", "backoff_max", "structured",
-             "roles", "prices", "cache", "local"}
+             "roles", "prices", "cache", "local", "stream", "max_in_flight", "silence_timeout",
+             "first_token_timeout"}
 _ROLE_KEYS = {"model", "temperature", "max_tokens"}
 _PRICE_KEYS = {"input_per_mtok", "output_per_mtok"}
 _CACHE_KEYS = {"mode", "dir"}
@@ -237,6 +260,13 @@ def config_from_dict(table: Mapping[str, Any], env: Mapping[str, str] | None = N
         backoff_base=_num(table, "backoff_base", 1.0, where, "llm", minimum=0.0),
         backoff_max=_num(table, "backoff_max", 30.0, where, "llm", minimum=0.0),
         structured=structured,  # type: ignore[arg-type]
+        stream=_opt_bool(table, "stream", where, "llm"),
+        max_in_flight=(None if table.get("max_in_flight") is None else int(
+            _num(table, "max_in_flight", None, where, "llm", minimum=0, integer=True))),
+        silence_timeout=_num(table, "silence_timeout", LLMConfig.silence_timeout, where, "llm",
+                             minimum=0.1),
+        first_token_timeout=_num(table, "first_token_timeout", LLMConfig.first_token_timeout,
+                                 where, "llm", minimum=0.1),
         prices=_prices(table.get("prices", {}), where),
         cache=_cache(table.get("cache", {}), env, where),
         local=local,
@@ -366,6 +396,13 @@ def _opt_str(table: Mapping[str, Any], key: str, where: str, path: str) -> str |
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {path}.{key} must be a string")
     return value.strip() or None
+
+
+def _opt_bool(table: Mapping[str, Any], key: str, where: str, path: str) -> bool | None:
+    value = table.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: {path}.{key} must be true or false, not {value!r}")
 
 
 def _num(table: Mapping[str, Any], key: str, default: float | None, where: str, path: str,

@@ -37,8 +37,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from sandbox import cache_dir
-from sandbox.container import pid_alive
+from sandbox import cache_dir, pid_alive
 
 from ..errors import LocalModelError
 from .config import LocalConfig
@@ -48,6 +47,7 @@ __all__ = [
     "MODELS",
     "PART_COUNT",
     "PART_VERSION",
+    "SERVER_FLAGS",
     "LocalModel",
     "LocalServer",
     "ServerInfo",
@@ -70,6 +70,11 @@ HOST = "127.0.0.1"  # loopback only: the server has no authentication
 PART_VERSION = "0.2.0"
 PART_COUNT = 22
 _CHUNK = 4 << 20
+# llama-cpp-python's server, as fnforge's client needs it (optimizer/llm/client.py):
+#   --interrupt_requests false: by default a streamed reply is cut short (a bare [DONE], no
+#     finish) as soon as any other request waits, even a GET /v1/models;
+#   --disable_ping_events true: its SSE pings every 15 s would hide a server that fell silent.
+SERVER_FLAGS = ("--interrupt_requests", "false", "--disable_ping_events", "true")
 
 
 @dataclass(frozen=True)
@@ -312,7 +317,7 @@ class LocalServer:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path),
                "--model_alias", model.key, "--n_threads", str(cfg.threads),
                "--n_ctx", str(cfg.n_ctx), "--host", HOST, "--port", str(chosen),
-               "--chat_format", "chatml-function-calling"]
+               "--chat_format", "chatml-function-calling", *SERVER_FLAGS]
         with self.log_file.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
             log.flush()

@@ -13,10 +13,13 @@ from .datasets import (
     load_math500,
     split,
 )
+from .families import FAMILIES, Family, family_rule, select
 from .grading import Grade, Grader, Reason, extract_answer, grade, reference_answer
 
 __all__ = [
+    "FAMILIES",
     "GSM8K_SUBJECT",
+    "Family",
     "Grade",
     "Grader",
     "Problem",
@@ -24,11 +27,13 @@ __all__ = [
     "Split",
     "data_dir",
     "extract_answer",
+    "family_rule",
     "grade",
     "load_gsm8k",
     "load_jsonl",
     "load_math",
     "load_math500",
     "reference_answer",
+    "select",
     "split",
 ]

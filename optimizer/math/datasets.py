@@ -20,10 +20,13 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DatasetError
 from .grading import reference_answer
+
+if TYPE_CHECKING:
+    from .families import Family
 
 __all__ = [
     "GSM8K_SUBJECT",
@@ -300,12 +303,14 @@ def split(
     seed: int,
     subjects: Sequence[str] | None = None,
     levels: Sequence[int] | None = None,
+    family: Family | None = None,
 ) -> Split:
     """Sample train/validation/test problems per subject (MATH type), seeded and disjoint.
 
     ``subjects`` and ``levels`` filter first (problems with an unknown level are dropped when
     ``levels`` is given). A subject with fewer problems than the three counts is an error, not a
-    smaller split. Growing ``test_per_type`` never changes train or validation.
+    smaller split. Growing ``test_per_type`` never changes train or validation. ``family``
+    (optimizer/math/families.py) keeps only the problems its rule selects, before sampling.
     """
     counts = {"train_per_type": train_per_type, "val_per_type": val_per_type,
               "test_per_type": test_per_type}
@@ -318,7 +323,8 @@ def split(
 
     by_subject: dict[str, list[Problem]] = {}
     for problem in problems:
-        by_subject.setdefault(problem.subject, []).append(problem)
+        if family is None or family.matches(problem):
+            by_subject.setdefault(problem.subject, []).append(problem)
     if subjects is not None:
         unknown = sorted(set(subjects) - by_subject.keys())
         if unknown:
@@ -339,6 +345,8 @@ def split(
     short = [f"{subject!r} has {len(pool)}" for subject, pool in pools.items() if len(pool) < need]
     if short:
         where = f" at levels {sorted(level_set)}" if level_set is not None else ""
+        if family is not None:
+            where += f" in family {family.name!r}"
         raise DatasetError(
             f"too few problems{where}: {', '.join(short)}; each subject needs {need} "
             f"({train_per_type} train + {val_per_type} validation + {test_per_type} test)"
@@ -359,4 +367,7 @@ def split(
         "levels": sorted(level_set) if level_set is not None else None,
         "sources": sorted({p.source for p in problems}),
     }
+    if family is not None:
+        params["family"] = family.to_dict()
+        params["selected"] = {subject: len(pool) for subject, pool in pools.items()}
     return Split(tuple(train), tuple(validation), tuple(test), params)

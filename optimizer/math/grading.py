@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
-from ..errors import GraderError
+from ..errors import DatasetError, GraderError
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
@@ -216,18 +216,18 @@ def reference_answer(reference: str) -> str:
     """The final answer of a reference: a MATH solution's last box, a GSM8K answer's ``#### N``
     (commas dropped), or the reference itself when it is a bare answer.
 
-    Raises ValueError when there is no answer at all, since that is a data error, not a wrong
-    response.
+    Raises DatasetError (a ValueError) when there is no answer at all: that is a fault of the
+    data, not a wrong response.
     """
     if not isinstance(reference, str):
-        raise ValueError(f"reference must be a string, not {type(reference).__name__}")
+        raise DatasetError(f"reference must be a string, not {type(reference).__name__}")
     text = reference[-MAX_SCAN_CHARS:]
     answer = _last_box(text)
     if answer is None:
         gsm = [m.group(1) for m in _GSM8K_ANSWER.finditer(text)]
         answer = gsm[-1].replace(",", "").strip() if gsm else reference.strip()
     if not answer:
-        raise ValueError("reference has no answer")
+        raise DatasetError("reference has no answer")
     return answer
 
 
@@ -519,7 +519,8 @@ class Grader:
             return [w.process.pid for w in (*self._idle, *self._busy)]
 
     def grade(self, response: str, reference: str) -> Grade:
-        """Grade ``response`` against ``reference`` (a MATH solution, GSM8K answer or answer)."""
+        """Grade ``response`` against ``reference`` (a MATH solution, GSM8K answer or answer);
+        DatasetError when the reference holds no answer."""
         gold = reference_answer(reference)
         answer = extract_answer(response)
         if answer is None:
@@ -666,7 +667,7 @@ def _parse_line(raw: bytes) -> tuple[str, str]:
         fields.append(row[name])
     try:
         reference_answer(fields[1])
-    except ValueError as exc:
+    except DatasetError as exc:
         raise _BadLine(str(exc)) from exc
     return fields[0], fields[1]
 

@@ -16,6 +16,7 @@ time taken, the output volume and the memory kill are measured by the runner fro
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import gc
 import hashlib
@@ -32,6 +33,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import audit_hook
 import guards
 import seccomp
 
@@ -104,7 +106,7 @@ def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
         for fd in (1, 2):  # all output is in the pipes before the result: the runner answers
             with contextlib.suppress(OSError):
                 os.dup2(devnull_w, fd)
-        guards.audit_pause()
+        audit_hook.audit_pause()
         out.write(json.dumps({"result": result}, allow_nan=False) + "\n")
         out.flush()
     except BaseException:
@@ -225,7 +227,7 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
                 **rules, "block": False,
                 "block_events": rules.get("code_block_blocked_events", []),
                 "block_prefixes": rules.get("code_block_blocked_prefixes", [])}}
-        guards.install_audit_hook(policy, emit)
+        audit_hook.install_audit_hook(policy, emit)
     value: Any = None
     try:
         if failed is not None:
@@ -240,7 +242,7 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             for fn, code in zip(fns, compiled, strict=True):
                 namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy,
                                                              True, code)
-            exec(compile(request["code"], "<code>", "exec"), namespace)
+            exec(_library_kept(request["code"], {fn["name"] for fn in fns}), namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))
@@ -266,6 +268,22 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             "ResultTooLarge", f"return value is {size} bytes as JSON, over the limit of "
             f"{limits['max_value']}")}, 1
     return {"ok": True, "value": converted, "error": None}, 0
+
+
+def _library_kept(source: str, names: set[str]) -> Any:
+    """The code block compiled without its top-level `def`s of library names: small models
+    re-define a function they were given (sometimes wrongly) instead of calling it, so the
+    vetted version stays the one that runs, and the block is told so on its stdout."""
+    tree = ast.parse(source, "<code>")
+    if names:
+        skipped = [n.name for n in tree.body
+                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in names]
+        if skipped:
+            tree.body = [n for n in tree.body if not (
+                isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in names)]
+            print(f"note: {', '.join(skipped)} already defined by the library; your definition "
+                  "was not used")
+    return compile(tree, "<code>", "exec")
 
 
 def _exit_status(code: Any) -> int:

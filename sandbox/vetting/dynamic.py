@@ -14,8 +14,12 @@ Decisions:
   job, and the optimizer is told. A crash of the process, a protocol violation or an audit
   event rejects (smoke_outcome below).
 - Isolation: every audit event the function's process reported during tests and smoke is an
-  error finding. The events are evidence, reported by the process under test: the guarantee is
-  the container and the kernel filter, not this stage.
+  error finding, and so is every runtime-guard refusal (an exception the guards of
+  sandbox/runner/guards.py raised: a lookup, call, import or format the sandbox does not allow)
+  that ended one of those calls, whatever the test expected: tripping a guard is intent, not an
+  edge case. The events are evidence, reported by the process under test: the guarantee is the
+  container and the kernel filter, not this stage. A refusal the code catches and hides is not
+  seen here.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -33,7 +38,8 @@ from ..spec import FunctionSpec, FunctionTest
 from .report import Finding, Severity, StageResult
 from .smoke_cases import smoke_cases
 
-__all__ = ["CallsFunctions", "container_stages", "error_matches", "json_equal", "smoke_outcome"]
+__all__ = ["CallsFunctions", "container_stages", "error_matches", "guard_refusal", "json_equal",
+           "smoke_outcome"]
 
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
@@ -51,6 +57,26 @@ _SMOKE_SEVERITY: dict[ErrorKind, Severity | None] = {
     ErrorKind.PROTOCOL: "error",
     ErrorKind.RESOURCE_LIMIT: "error",
 }
+
+
+_GUARD_REFUSAL = re.compile(
+    r"[^\n]{0,300}?(?:is not (?:available|allowed) in the fnforge sandbox"
+    r"|format field [^\n]{0,200}? accesses attributes; pass the values themselves)")
+"""How the runtime guards word a refusal (sandbox/runner/guards.py: `_refuse`, the refusing
+calls, the import guard, the audit hook's block, the guarded `str.format`)."""
+
+
+def guard_refusal(r: CallResult) -> str | None:
+    """The guard refusal that ended this call, if any: in the exception's message, or in its
+    traceback when the code re-raised it as another exception."""
+    err = r.error
+    if err is None or err.kind is not ErrorKind.EXCEPTION:
+        return None
+    for text in (err.message, err.traceback):
+        found = _GUARD_REFUSAL.search(text)
+        if found is not None:
+            return found.group().strip()[:400]
+    return None
 
 
 class CallsFunctions(Protocol):
@@ -188,12 +214,14 @@ def container_stages(sandbox: CallsFunctions, spec: FunctionSpec, timeout: float
             results[i] = r
     test_results, smoke_results = results[:len(spec.tests)], results[len(spec.tests):]
     events: list[AuditEvent] = []
+    refusals: list[str] = []
     findings: list[Finding] = []
     for i, (test, r) in enumerate(zip(spec.tests, test_results, strict=True)):
         if isinstance(r, InvalidArguments):
             findings.append(Finding("tests.invalid-args", 0, 0, f"tests[{i}]: {r}"))
             continue
         events.extend(r.audit)
+        _note_refusal(refusals, f"tests[{i}]", r)
         try:
             f = _judge_test(i, test, r)
         except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
@@ -209,6 +237,7 @@ def container_stages(sandbox: CallsFunctions, spec: FunctionSpec, timeout: float
             if isinstance(r, InvalidArguments):
                 continue  # the generator made a case the runtime refuses: nothing ran
             events.extend(r.audit)
+            _note_refusal(refusals, f"smoke args {_shorten(args, 120)}", r)
             f = smoke_outcome(args, r)
             if f is not None:
                 smoke.append(f)
@@ -219,10 +248,22 @@ def container_stages(sandbox: CallsFunctions, spec: FunctionSpec, timeout: float
     isolation = [Finding(f"isolation.{e.event}", 0, 0,
                          f"the function's process reported a forbidden event {e.event}: "
                          f"{e.detail[:300]}") for e in events]
+    isolation += [Finding("isolation.guard", 0, 0, text) for text in refusals]
     skipped = not out[0].passed and not isolation
     out.append(StageResult("isolation", not isolation and not skipped, isolation, 0.0,
                            skipped=skipped))
     return out
+
+
+def _note_refusal(refusals: list[str], where: str, r: CallResult) -> None:
+    """Keep one finding text per distinct refusal (at most 8)."""
+    refusal = guard_refusal(r)
+    if refusal is None or len(refusals) >= 8:
+        return
+    text = (f"{where}: a runtime guard refused what the function tried ({refusal}); the "
+            "sandbox does not allow it, write the function without it")
+    if not any(refusal in seen for seen in refusals):
+        refusals.append(text)
 
 
 def _run_mixed(sandbox: CallsFunctions, spec: FunctionSpec, arg_list: list[dict[str, Any]],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 from typing import Any
 
 from .. import policy as P
@@ -38,12 +39,7 @@ def check_shape(spec: FunctionSpec) -> list[Finding]:
         out.append(Finding("shape.name", 0, 0, f"name {name!r} must not start with '_'"))
     if len(name) > lim.max_name_chars:
         out.append(Finding("shape.name", 0, 0, f"name is longer than {lim.max_name_chars}"))
-    if not spec.description.strip():
-        out.append(Finding("shape.description", 0, 0,
-                           "description is empty: say what the function computes and returns"))
-    elif len(spec.description) > lim.max_description_chars:
-        out.append(Finding("shape.description", 0, 0,
-                           f"description is longer than {lim.max_description_chars} characters"))
+    out.extend(_check_description(spec.description, lim.max_description_chars))
     out.extend(_check_parameters(spec.parameters))
     if len(spec.code) > lim.max_code_chars:
         out.append(Finding("shape.code-size", 0, 0,
@@ -64,6 +60,26 @@ def check_shape(spec: FunctionSpec) -> list[Finding]:
     if not any(f.rule == "shape.parameters" for f in out):
         out.extend(_check_tests(spec))
     return out
+
+
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                           "\u200e\u200f\ud800-\udfff]")
+"""Line breaks, tabs, other controls, bidirectional controls and lone surrogates."""
+
+
+def _check_description(description: str, limit: int) -> list[Finding]:
+    """One line of plain text: the description is pasted into the assistant's and the
+    optimizer's prompts, where a line break could forge a prompt line."""
+    problems = []
+    if not description.strip():
+        problems.append("description is empty: say what the function computes and returns")
+    if len(description) > limit:
+        problems.append(f"description is longer than {limit} characters; one sentence is enough")
+    bad = _NOT_ONE_LINE.search(description)
+    if bad is not None:
+        problems.append(f"description must be one line of plain text; it holds character "
+                        f"U+{ord(bad.group()):04X} (a line break, tab or control character)")
+    return [Finding("shape.description", 0, 0, p) for p in problems]
 
 
 def _check_parameters(params: Any) -> list[Finding]:
