@@ -50,6 +50,13 @@ def container_options(image: str, limits: Limits, runtime: str | None = None) ->
         image=image,
         labels={LABEL: "container", OWNER_LABEL: str(os.getpid())},
         stdin_open=True,  # the protocol stream; the runner's only channel
+        # Nothing outlives its owner, however the owner dies: its attach stream closes with it
+        # (the kernel closes a dead process's sockets), the engine then closes the runner's
+        # stdin (StdinOnce: docker-py sets it for stdin_open without detach), the runner leaves
+        # at end of input, and the engine removes the exited container (auto_remove). How a
+        # container ended is read from the engine's events once it is gone (runtime.py).
+        detach=False,
+        auto_remove=True,
         network_mode="none",  # no interface but loopback
         dns=["127.0.0.1"],  # resolv.conf names no host resolver (there is no network anyway)
         read_only=True,  # read-only root filesystem
@@ -187,15 +194,19 @@ class Stream:
             raise SandboxBroken(f"the container's stream is closed ({exc})") from None
 
     def receive(self, deadline: float) -> dict[str, Any]:
-        """The next JSON line, or SandboxBroken on timeout, EOF, overflow or garbage."""
+        """The next JSON line, or SandboxBroken on timeout, EOF, overflow or garbage. What has
+        already arrived is read even when the deadline has passed (once: a deadline of now
+        asks only for what is there)."""
+        first = True
         while b"\n" not in self._stdout:
             if len(self._stdout) > self._max_line:
                 raise SandboxBroken("runner response over the size limit")
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not first:
                 raise TimeoutError("no response from the runner in time")
+            first = False
             try:
-                ready, _, _ = select.select([self._sock], [], [], remaining)
+                ready, _, _ = select.select([self._sock], [], [], max(remaining, 0.0))
                 chunk = self._sock.recv(1 << 16) if ready else None
             except (OSError, ValueError) as exc:  # reset, or closed under us
                 raise SandboxBroken(f"the container's stream broke ({exc})") from None

@@ -28,6 +28,8 @@ class Limits:
     # Per call (runner and host).
     timeout_s: float = 10.0  # wall clock of one call, enforced in the runner and from the host
     host_grace_s: float = 2.0  # the host kills the container this long after the timeout
+    ready_wait_s: float = 10.0  # the runner's clean-up after a call (it says "ready"); past it
+    # the container is replaced and the next request, never started, goes to another one
     output_cap: int = 64 * 1024  # bytes kept of stdout and of stderr each
     max_request: int = 1 << 20  # bytes of one request line (code + args)
     max_value: int = 1 << 20  # bytes of a result's JSON value

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 from docker.models.containers import Container
 
 from . import container as _container
@@ -69,9 +70,18 @@ class _NoAnswer(SandboxBroken):
     """The runner did not answer in time: the call timed out from the host's side."""
 
 
-class _Retired(SandboxBroken):
-    """The runner could not restore a clean state after its last call and has exited without
-    taking the next request: that request never started, and goes to another container."""
+class _NotStarted(SandboxBroken):
+    """The request was never sent: the runner did not say it was ready for it (it died while
+    idle, or is still stuck cleaning up after its last call). It goes to another container."""
+
+
+class _NotReady(_NotStarted):
+    """The runner has not said it is ready (yet)."""
+
+
+class _Retired(_NotStarted):
+    """The runner could not restore a clean state after its last call, or could not start a
+    process for the request, and has exited without running it: it goes to another container."""
 
 
 class _Worker:
@@ -83,6 +93,9 @@ class _Worker:
                  policy: dict[str, Any]) -> None:
         self.limits = limits
         self.calls = 0
+        self.client = client
+        self.created = time.time()
+        self.unready = False  # an answer came; the runner's "ready" (or "retire") has not yet
         with engine_errors("create a sandbox container", SandboxBroken):
             self.container: Container = client.containers.create(**options)
         try:
@@ -99,8 +112,14 @@ class _Worker:
             raise
 
     def request(self, message: dict[str, Any], wait_s: float) -> dict[str, Any]:
+        """The runner's answer. The clock starts once the runner has said it is ready: its
+        clean-up after the last call is never charged to this one."""
+        self.settle(time.monotonic() + self.limits.ready_wait_s)
         message = {"id": next(self._ids), **message}
-        self.stream.send(message)
+        try:
+            self.stream.send(message)
+        except SandboxBroken as exc:  # the stream is gone: nothing reached the runner
+            raise _NotStarted(f"the request could not be sent ({exc})") from None
         try:
             response = self.stream.receive(time.monotonic() + wait_s)
         except TimeoutError:
@@ -109,11 +128,39 @@ class _Worker:
             raise _Retired(container_text(str(response["retire"]), 500))
         if response.get("id") != message["id"]:
             raise SandboxBroken("the runner answered out of turn")
+        self.unready = True
         self.calls += 1
         return response
 
+    def settle(self, deadline: float) -> None:
+        """Wait for the runner's "ready" after its last answer; _NotStarted (and so another
+        container for the request) if it retires, dies, says anything else or is late."""
+        if not self.unready:
+            return
+        try:
+            message = self.stream.receive(deadline)
+        except TimeoutError:
+            raise _NotReady("the runner was not ready for the next request within "
+                            f"{self.limits.ready_wait_s:g} s of its last answer") from None
+        except SandboxBroken as exc:
+            raise _NotStarted(str(exc)) from None
+        if message.get("id") is None and "retire" in message:
+            raise _Retired(container_text(str(message["retire"]), 500))
+        if message != {"id": None, "ready": True}:
+            raise _NotStarted("the runner said something else than ready between calls")
+        self.unready = False
+
     def broken(self) -> bool:
-        return self.stream.readable()
+        """Whether an idle runner is known dead or out of protocol (one still cleaning up is
+        not: request() waits for it)."""
+        if self.unready and self.stream.readable():
+            try:
+                self.settle(time.monotonic())
+            except _NotReady:
+                return False
+            except _NotStarted:
+                return True
+        return not self.unready and self.stream.readable()
 
     def kill(self) -> None:
         stream = getattr(self, "stream", None)
@@ -375,8 +422,9 @@ class Sandbox:
                 self._orphans.append(worker.container)
 
     def _request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """The runner's checked answer, or a result saying why there is none. A request that a
-        retiring runner never took is sent again, to another container."""
+        """The runner's checked answer, or a result saying why there is none. A request that
+        never started (the runner retired, died while idle or was not ready for it) is sent
+        again, to another container: a call that never started is never failed."""
         for attempt in range(_RETRIES_FOR_RETIRED + 1):
             worker = self._acquire()
             healthy = False
@@ -388,8 +436,12 @@ class Sandbox:
                 kind = answer["error"].kind if answer["error"] else None
                 healthy = kind not in _REPLACE_AFTER
                 return answer
-            except _Retired as exc:
-                log.warning("a sandbox container retired before a call: %s", exc)
+            except _NotStarted as exc:
+                log.warning("a sandbox container could not take a call (%s); another will", exc)
+                if not isinstance(exc, _Retired):
+                    end, cause = _container_end(worker)
+                    if _engine_suspect(end, cause):
+                        self._outage = True  # died while idle: verify before serving again
                 if attempt < _RETRIES_FOR_RETIRED:
                     continue
                 failure: SandboxBroken = exc
@@ -492,6 +544,9 @@ class Sandbox:
             "engine_no_devices": not host.get("Devices"),
             "engine_mqueue_read_only": "ro" in tmpfs.get("/dev/mqueue", "").split(","),
             "engine_runtime": (host.get("Runtime") or "runc") == (self.runtime or "runc"),
+            # the runner's input ends with its owner's stream, and the engine removes it then
+            "engine_removed_with_owner": host.get("AutoRemove") is True
+            and config.get("StdinOnce") is True,
         }
         return {name: {"confined": ok, "detail": "container config as the engine reports it"}
                 for name, ok in checks.items()}
@@ -627,15 +682,40 @@ def _error_info(raw: Any, broken: Any) -> ErrorInfo | None:
 
 _KILLED_FROM_OUTSIDE = "killed (SIGKILL) from outside, e.g. by the engine"
 _OOM_FLAG_WAIT_S = 0.5
+_EVENTS_PAST_NOW_S = 0.2  # how far past now the engine's event log is read (it then closes)
 
 
 def _container_state(worker: _Worker) -> dict[str, Any] | None:
+    """The engine's State of the container; for one it has removed already (auto_remove), what
+    its event log says; None when the engine cannot tell."""
     try:
         worker.container.reload()
         state: dict[str, Any] = worker.container.attrs["State"]
+    except docker.errors.NotFound:
+        return _state_from_events(worker)
     except Exception:
         return None
     return state
+
+
+def _state_from_events(worker: _Worker) -> dict[str, Any] | None:
+    """How a removed container ended, from the engine's events: its exit code ("die") and
+    whether its OOM killer fired ("oom"); None if the log holds no end (an engine restarted)."""
+    state: dict[str, Any] = {"Running": False, "OOMKilled": False}
+    try:
+        events = worker.client.events(since=int(worker.created) - 1,
+                                      until=f"{time.time() + _EVENTS_PAST_NOW_S:.9f}",
+                                      filters={"container": worker.container.id}, decode=True)
+        for event in events:
+            action = event.get("Action") if isinstance(event, dict) else None
+            if action == "oom":
+                state["OOMKilled"] = True
+            elif action == "die":
+                code = str(event.get("Actor", {}).get("Attributes", {}).get("exitCode", ""))
+                state["ExitCode"] = int(code) if code.isdigit() else -1
+    except Exception:
+        return None
+    return state if "ExitCode" in state else None
 
 
 def _engine_suspect(end: str, cause: str) -> bool:

@@ -65,6 +65,7 @@ FAKE_RUNNER = r"""
 import json, sys
 req = json.loads(sys.stdin.readline())
 sys.stdout.write(json.dumps({"id": req["id"], "ok": True}) + "\n")
+sys.stdout.write(json.dumps({"id": None, "ready": True}) + "\n")
 sys.stdout.flush()
 req = json.loads(sys.stdin.readline())
 sys.stdout.buffer.write(PAYLOAD.replace(b"@ID@", str(req["id"]).encode()))

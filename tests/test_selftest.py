@@ -75,6 +75,7 @@ def _run_probes(client: docker.DockerClient, options: dict[str, Any]) -> dict[st
     opts.pop("stdin_open", None)
     opts["labels"] = {**opts.get("labels", {}), "fnforge.test": "selftest"}
     opts["log_config"] = {"type": "json-file", "config": {}}  # to read the report back
+    opts["auto_remove"] = False  # ...after it has exited (removed below)
     opts["entrypoint"] = ["python3", "-I", "-c", RUN_PROBES]
     opts["command"] = []
     c = client.containers.create(**opts)

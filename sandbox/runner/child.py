@@ -2,8 +2,11 @@
 
 A zygote forks it ahead of time (zygote.py). It starts with nothing of any call: its parent has
 never held a request. It closes every descriptor it inherited but its own four pipe ends, leaves
-the zygote's session, installs the kernel filter (seccomp.py), walks the call path once so its
-copy-on-write faults are paid before the request comes, then blocks on its request pipe.
+the zygote's session, reseeds every random generator it inherited from the kernel (a fork copies
+their state, so every call would draw the zygote's numbers), installs the kernel filter
+(seccomp.py), walks the call path once so its copy-on-write faults are paid before the request
+comes, then blocks on its request pipe. It compiles its call's code itself: the runner never
+compiles or keeps any call's code.
 
 What it writes on its result pipe is its own report: audit lines `{"audit": {...}}` while it runs,
 then one line `{"result": {"ok", "value", "error"}}`. The runner treats that report as a claim
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import gc
+import hashlib
 import json
 import marshal
 import math
 import os
+import pickle
+import random
 import resource
 import signal
 import sys
@@ -30,15 +37,41 @@ import audit_hook
 import guards
 import seccomp
 
-__all__ = ["WARM_UP", "child_main", "prefault", "to_json_value"]
+__all__ = ["COMPILE_WARM_UP", "WARM_UP", "ZYGOTE_GENERATORS", "child_main", "find_generators",
+           "prefault", "reseed_generators", "state_digest", "to_json_value"]
 
 RESET_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN,
                  signal.SIGTTOU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGCHLD,
                  signal.SIGTERM)
 WARM_UP = "def fnforge_warm_up(n):\n    return [n * k for k in range(3)]\n"
+COMPILE_WARM_UP = (
+    "import math\nfrom fractions import Fraction\n\n"
+    "def fnforge_compile_warm_up(n: int, k: int = 2, *args, **kwargs) -> dict:\n"
+    "    \"\"\"Compiled, never run.\"\"\"\n"
+    "    total, seen = 0, {}\n"
+    "    for i in range(n):\n"
+    "        if i % k == 0 and not seen.get(i):\n"
+    "            total += math.comb(n, i) ** 2\n"
+    "        elif i > 3:\n"
+    "            seen[i] = [j * j for j in range(i) if j]\n"
+    "    try:\n"
+    "        x = Fraction(total, n or 1).limit_denominator(k)\n"
+    "    except (ValueError, ZeroDivisionError) as exc:\n"
+    "        return {'error': str(exc)}\n"
+    "    while n > 0:\n"
+    "        n -= 1\n"
+    "    return {'x': x, 'pairs': sorted((a, b) for a, b in seen.items()), 'f': f'{total:d}',\n"
+    "            'l': (lambda y: y + 1)(k), 's': args[1:], 'k': kwargs}\n")
+"""Compiled (never run) by every spare while it waits: a call compiles its own code, and the
+compiler's copy-on-write faults are paid here rather than under the call's clock."""
 MESSAGE_CHARS = 4000
 TRACEBACK_CHARS = 16000
+RESEED_BYTES = 32  # kernel entropy per generator and call process (os.urandom)
+
+ZYGOTE_GENERATORS: list[tuple[Any, str]] = []
+"""Every random generator the zygote holds, with a digest of its state at fork time: filled by
+the zygote (find_generators), reseeded in each call process, checked by the self-test."""
 
 
 def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
@@ -48,6 +81,7 @@ def child_main(fds: tuple[int, int, int, int], policy: dict[str, Any],
     status = 70
     try:
         devnull_w = _own_descriptors(req_r, res_w, out_w, err_w)
+        reseed_generators()
         seccomp.install()
         prefault(policy, warm_up)
         request = _read_request(req_r)
@@ -114,9 +148,59 @@ def _read_request(req_r: int) -> dict[str, Any] | None:
 
 
 def prefault(policy: dict[str, Any], warm_up: Any) -> None:
-    """Walk the call path once while waiting, so its copy-on-write faults are paid off it."""
+    """Walk the call path once while waiting, so its copy-on-write faults are paid off it (the
+    compiler's too: the call compiles its own code)."""
+    guards.compile_function(COMPILE_WARM_UP, policy, True)
     func = guards.load_function(WARM_UP, "fnforge_warm_up", policy, True, warm_up)
     json.loads(json.dumps({"result": {"ok": True, "value": to_json_value(func(3))}}))
+
+
+def _numpy_kinds() -> tuple[type, ...]:
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is None:
+        return ()
+    return (numpy_random.RandomState, numpy_random.Generator, numpy_random.BitGenerator)
+
+
+def find_generators() -> list[Any]:
+    """Every random generator object in this process, found by type (so a library's own, such
+    as sympy's `rng`, is found without being named): `random.Random` and its subclasses (not
+    SystemRandom, which has no state), numpy's RandomState, Generator and bit generators."""
+    kinds = (random.Random, *_numpy_kinds())
+    return [obj for obj in gc.get_objects()
+            if isinstance(obj, kinds) and not isinstance(obj, random.SystemRandom)]
+
+
+def state_digest(gen: Any) -> str:
+    """A digest of a generator's state: equal digests draw equal numbers."""
+    if isinstance(gen, random.Random):
+        state: Any = gen.getstate()
+    elif hasattr(gen, "get_state"):  # numpy RandomState
+        state = gen.get_state(legacy=False)
+    elif hasattr(gen, "bit_generator"):  # numpy Generator
+        state = gen.bit_generator.state
+    else:  # numpy bit generator
+        state = gen.state
+    return hashlib.sha256(pickle.dumps(state)).hexdigest()
+
+
+def reseed_generators() -> None:
+    """Each of the zygote's generators gets fresh kernel entropy, in this process only. One
+    that refuses keeps the zygote's state, and the self-test's probe refuses the sandbox."""
+    for gen, _ in ZYGOTE_GENERATORS:
+        with contextlib.suppress(Exception):
+            _reseed(gen, int.from_bytes(os.urandom(RESEED_BYTES), "big"))
+
+
+def _reseed(gen: Any, seed: int) -> None:
+    if isinstance(gen, random.Random):
+        gen.seed(seed)
+    elif hasattr(gen, "get_state"):  # numpy RandomState: a legacy seed is 32-bit words
+        gen.seed([(seed >> (32 * i)) & 0xFFFFFFFF for i in range(RESEED_BYTES // 4)])
+    elif hasattr(gen, "bit_generator"):  # numpy Generator: its bit generator
+        _reseed(gen.bit_generator, seed)
+    else:  # numpy bit generator: the state of a new one of its kind
+        gen.state = type(gen)(seed).state
 
 
 def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, Any],
@@ -127,6 +211,15 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
         import probes  # runner/probes/
 
         return {"ok": True, "value": probes.run_probes(), "error": None}, 0
+    fns = [request["function"]] if op == "call" else request["functions"]
+    compiled: list[Any] = []
+    failed: BaseException | None = None
+    try:  # before the audit hook, as the runner once did: compiling is not the code's doing
+        for fn in fns:
+            compiled.append(guards.compile_function(fn["code"], policy,
+                                                    fn.get("restricted", True)))
+    except BaseException as exc:  # a SyntaxError, say: the call's own, reported below
+        failed = exc
     if request.get("audit", True):
         if op == "run":  # an agent's code block: record every event, refuse only some
             rules = policy.get("audit", {})
@@ -137,17 +230,19 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
         audit_hook.install_audit_hook(policy, emit)
     value: Any = None
     try:
+        if failed is not None:
+            raise failed
         if op == "call":
             fn = request["function"]
             func = guards.load_function(fn["code"], fn["name"], policy, fn["restricted"],
-                                        fn.get("compiled"))
+                                        compiled[0])
             value = func(**request["args"])
         else:  # run
             namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-            for fn in request["functions"]:
-                namespace[fn["name"]] = guards.load_function(
-                    fn["code"], fn["name"], policy, True, fn.get("compiled"))
-            exec(_library_kept(request["code"], request["functions"]), namespace)
+            for fn, code in zip(fns, compiled, strict=True):
+                namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy,
+                                                             True, code)
+            exec(_library_kept(request["code"], fns), namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))

@@ -4,7 +4,8 @@ A classic-BPF seccomp program, built once in the runner before any fork. Python-
 the same process can be escaped; this filter cannot be removed by the process it confines, so it
 is part of the boundary: whatever the call's code reaches, it can neither signal, trace, throttle
 nor read the memory of the runner, a zygote or a waiting spare, nor create a kernel object
-(SysV IPC, message queue, key, namespace, mount, BPF program) that could outlive the call.
+(SysV IPC, message queue, key, namespace, mount, BPF program) that could outlive the call, nor
+set an inode's attribute flags (chattr's no-dump, no-atime...: /tmp itself outlives the call).
 Everything else is left to Docker's own profile. x86_64 only: elsewhere the runner refuses to
 start (fail closed).
 """
@@ -18,7 +19,9 @@ import struct
 
 __all__ = [
     "CLONE_NAMESPACE_FLAGS",
+    "DENIED_IOCTL_CMDS",
     "DENIED_SYSCALLS",
+    "INODE_FLAG_IOCTLS",
     "SELF_ONLY_SYSCALLS",
     "SOCKET_DOMAINS_ALLOWED",
     "install",
@@ -47,6 +50,8 @@ DENIED_SYSCALLS: dict[str, int] = {
     "chroot": 161, "personality": 135,
     # priorities: PRIO_USER would reach the runner too
     "setpriority": 141, "ioprio_set": 251,
+    # inode attribute flags by path (Linux 6.17+); the ioctls are in DENIED_IOCTL_CMDS
+    "file_setattr": 469,
 }
 """Refused with EPERM (x86_64 numbers)."""
 
@@ -57,7 +62,12 @@ SELF_ONLY_SYSCALLS: dict[str, int] = {
 """Calls that may name another process of the same uid: allowed on the caller only (pid 0)."""
 
 DENIED_FCNTL_CMDS = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX: no SIGIO aimed at others
-DENIED_IOCTL_CMDS = (0x8901, 0x8902, 0x5412)  # FIOSETOWN, SIOCSPGRP, TIOCSTI
+INODE_FLAG_IOCTLS = (0x40086602, 0x40046602, 0x401C5820)
+"""FS_IOC_SETFLAGS, FS_IOC32_SETFLAGS and FS_IOC_FSSETXATTR set an inode's flags: the owner of
+/tmp (the sandbox user) may set no-dump or no-atime on it, and /tmp outlives every call, so a
+call could leave a few bits for the next one there. Nothing a function needs sets them."""
+DENIED_IOCTL_CMDS = (0x8901, 0x8902, 0x5412,  # FIOSETOWN, SIOCSPGRP, TIOCSTI
+                     *INODE_FLAG_IOCTLS)
 
 CLONE_NAMESPACE_FLAGS = 0x7E020000
 """clone() flags that make a namespace (NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,

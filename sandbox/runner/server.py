@@ -4,8 +4,9 @@ It reads one JSON request per line on stdin and answers one JSON line on stdout.
 in a fresh process that a zygote forked ahead of time (zygote.py; the process is child.py):
 - the runner forks the two zygotes at configure time, before it reads any call, so no call
   process ever descends from a process that held another call's request, arguments or result;
-- a call's request reaches its process only through that process's own pipe, with the code
-  objects the runner compiled for it (each function is compiled once, here);
+- a call's request reaches its process only through that process's own pipe; the process
+  compiles its code itself, under the call's deadline: the runner never compiles (or keeps) any
+  call's code, so no call's code costs the runner time or memory after its answer;
 - the runner measures everything it reports about a call from outside the call's process: the
   exit status and signal (from the zygote, which reaps it), the time, the deadline (SIGKILL),
   the output volume (the pipes, drained here with caps), the size of the report, and the
@@ -13,8 +14,12 @@ in a fresh process that a zygote forked ahead of time (zygote.py; the process is
   value or an exception, and audit events) is parsed with size and nesting limits and
   validated field by field: it is the process's claim, never trusted beyond that;
 - after the answer (off the critical path): every process of the call is killed, /tmp is
-  emptied without recursion, the next spare is forked. If the runner cannot restore a clean
-  state it exits, and the host replaces the container (fail closed).
+  emptied without recursion, the next spare is forked; then the runner says it is ready (a
+  `{"id": null, "ready": true}` line), and only then does the host send the next request and
+  start its clock. If the runner cannot restore a clean state it says so (`retire`) and exits,
+  and the host replaces the container (fail closed) and sends that request elsewhere;
+- a request that never started is never failed: whatever keeps the runner from starting a call
+  process for it (a dead zygote, a full pids table) retires the runner before the call starts.
 
 The runner is the container's init: it reaps every orphan, and as a namespace init it cannot be
 killed from inside. It is non-dumpable, so /proc/1/{mem,fd,environ} are closed to the sandbox
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gc
 import json
 import marshal
@@ -42,7 +48,6 @@ from typing import Any, NoReturn
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), "/opt/fnforge/lib"]
 
-import guards
 import seccomp
 import zygote
 from protocol import ErrorKind, loads_bounded
@@ -51,7 +56,7 @@ __all__ = [
     "HEAVY_SOURCE",
     "IGNORED_SIGNALS",
     "MAX_AUDIT_EVENTS",
-    "MAX_COMPILED",
+    "READY",
     "STATUS_WAIT_S",
     "TMP",
     "CallNotStarted",
@@ -74,7 +79,8 @@ IGNORED_SIGNALS = (signal.SIGIO, signal.SIGURG, signal.SIGHUP, signal.SIGINT, si
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGXFSZ, signal.SIGVTALRM,
                    signal.SIGPROF)
 HEAVY_SOURCE = re.compile(r"\b(?:sympy|numpy|mpmath)\b")
-MAX_COMPILED = 256  # code objects kept, by (source, restricted)
+READY: dict[str, Any] = {"id": None, "ready": True}
+"""Sent once the clean-up after an answer is done: the host starts the next call's clock here."""
 MAX_AUDIT_EVENTS = 100  # audit lines accepted from one call; more is a protocol violation
 STATUS_WAIT_S = 5.0  # how long to wait for a killed process's exit status
 KILL_WAIT_S = 1.5  # how long the clean-up may take to end a call's processes, then: retire
@@ -120,7 +126,7 @@ class Outcome:
 
     killed_for: ErrorKind | None = None  # the runner's reason to kill it, if any
     status: int | None = None  # wait status; None when killed after its report without waiting
-    oom: bool = False
+    oom: bool = False  # the container's OOM killer killed a process (any) during the call
     report: bytearray = field(default_factory=bytearray)
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
@@ -147,14 +153,12 @@ class Server:
         self.spares: dict[bool, CallProcess | None] = {False: None, True: None}
         self.current: CallProcess | None = None
         self.exited: dict[int, int] = {}  # wait statuses the zygotes reported, by pid
-        self.compiled: dict[tuple[str, bool], Any] = {}
-        self.to_compile: list[tuple[str, bool]] = []
         self.oom_file = next((p for p in ("/sys/fs/cgroup/memory/memory.oom_control",
                                           "/sys/fs/cgroup/memory.events")
                               if os.path.exists(p)), None)
         self.oom_baseline = 0
         self.tmp_baseline = 1
-        self.tmp_stamp: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        self.tmp_stamp: Stamp = (0, 0, 0, 0, 0, 0)
 
     # -- the protocol loop ------------------------------------------------------------------------
     def serve(self) -> None:
@@ -167,30 +171,34 @@ class Server:
         while True:
             line = self.read_request()
             if line is None:
-                return
-            try:
-                if not line:
-                    raise ValueError("the line is empty or over the size limit")
-                request = loads_bounded(line, int(self.limits.get("max_request", 1 << 20)))
-                if not isinstance(request, dict):
-                    raise ValueError("a request is a JSON object")
-            except ValueError as exc:
-                self.send({"id": None, "ok": False, "error": _error(
-                    ErrorKind.PROTOCOL, "ProtocolError", f"bad request: {exc}")})
-                continue
-            try:
-                answer = self.handle(request)
-            except CallNotStarted as exc:  # the host sends the request to another container
-                self.retire(exc)
-            except Exception as exc:  # the call started: answer it, then leave
-                self.send(_crash_answer(request, f"the runner failed: {type(exc).__name__}"))
-                self.retire(exc)
-            self.send(answer)
+                return  # the host has gone (its stream closed): the container ends, and goes
+            self.send(self.answer(line))
             select.select([self.proto_in], [], [], 0.0015)  # let the answer leave first
             try:
                 self.finish()
             except Exception as exc:  # no clean state: say so before taking any request
                 self.retire(exc)
+            self.send(READY)
+
+    def answer(self, line: bytes) -> dict[str, Any]:
+        """The answer to one request line (the runner retires instead when the call never
+        started, or when it failed under a call)."""
+        try:
+            if not line:
+                raise ValueError("the line is empty or over the size limit")
+            request = loads_bounded(line, int(self.limits.get("max_request", 1 << 20)))
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+        except ValueError as exc:
+            return {"id": None, "ok": False, "error": _error(
+                ErrorKind.PROTOCOL, "ProtocolError", f"bad request: {exc}")}
+        try:
+            return self.handle(request)
+        except CallNotStarted as exc:  # the host sends the request to another container
+            self.retire(exc)
+        except Exception as exc:  # the call started: answer it, then leave
+            self.send(_crash_answer(request, f"the runner failed: {type(exc).__name__}"))
+            self.retire(exc)
 
     def retire(self, exc: BaseException) -> NoReturn:
         """Leave for good, telling the host first; it replaces the container."""
@@ -333,18 +341,18 @@ class Server:
             proc = proc or self._fork(heavy)
         except (ZygoteDied, OSError) as exc:
             raise CallNotStarted(f"{type(exc).__name__}: {exc}") from exc
-        if proc is None:
-            return {"ok": False, "value": None, "error": _error(
-                ErrorKind.RESOURCE_LIMIT, "ResourceLimit",
-                "cannot start a process: the container's pids limit is exhausted")}
+        if proc is None:  # what holds the pids is not this call's: it goes elsewhere
+            raise CallNotStarted("cannot start a process: the container's pids limit is full")
         self.current = proc
         timeout = float(request.get("timeout") or self.limits["timeout_s"])
         outcome = self._feed_and_watch(proc, self._payload(request, timeout), timeout,
                                        wait_status=request.get("op") == "run")
         return respond(request.get("op", ""), outcome, self.limits, timeout)
 
-    def _payload(self, request: dict[str, Any], timeout: float) -> bytes:
-        """The request for the call process, with the code objects already compiled here."""
+    @staticmethod
+    def _payload(request: dict[str, Any], timeout: float) -> bytes:
+        """The request for the call process. Its code is compiled there, under the call's
+        deadline and memory, never here: a compile that is slow or large is the call's own."""
         op = request.get("op")
         message: dict[str, Any] = {"op": op, "timeout": timeout,
                                    "audit": bool(request.get("audit", True))}
@@ -352,15 +360,10 @@ class Server:
             fn = request["function"]
             restricted = bool(request.get("restricted", True))
             message.update(args=request.get("args", {}), function={
-                "name": fn["name"], "code": fn["code"], "restricted": restricted,
-                "compiled": self.compiled.get((fn["code"], restricted))})
-            self.to_compile = [(fn["code"], restricted)]
+                "name": fn["name"], "code": fn["code"], "restricted": restricted})
         elif op == "run":
-            fns = request.get("functions", [])
             message.update(code=request["code"], functions=[
-                {"name": f["name"], "code": f["code"],
-                 "compiled": self.compiled.get((f["code"], True))} for f in fns])
-            self.to_compile = [(f["code"], True) for f in fns]
+                {"name": f["name"], "code": f["code"]} for f in request.get("functions", [])])
         return marshal.dumps(message)
 
     def _feed_and_watch(self, proc: CallProcess, payload: bytes, timeout: float,
@@ -377,8 +380,8 @@ class Server:
             view = memoryview(payload)
             while view:
                 view = view[os.write(proc.req_w, view):]
-        except OSError:
-            pass  # it died before reading: its exit status says how
+        except OSError as exc:  # it died before reading all of it, so before running anything
+            raise CallNotStarted(f"the call process died before its request: {exc}") from exc
         os.close(proc.req_w)
         proc.req_w = -1
         open_fds = [proc.out_r, proc.err_r, proc.res_r]
@@ -410,8 +413,9 @@ class Server:
         if out.status is None and (not reported or out.killed_for or wait_status):
             out.status = self._wait(proc, time.monotonic() + STATUS_WAIT_S)
         self._drain(proc, out, cap)
-        out.oom = out.status is not None and not reported and \
-            self._oom_count() > self.oom_baseline
+        # Any OOM kill in the container since the clean-up before this call is this call's:
+        # its own process, a child of it, or a zygote or spare the kernel chose instead.
+        out.oom = self._oom_count() > self.oom_baseline
         return out
 
     @staticmethod
@@ -458,24 +462,10 @@ class Server:
             if _inodes_in(TMP) != self.tmp_baseline:
                 raise RuntimeError("/tmp could not be emptied")  # retire: replaced
             self.oom_baseline = self._oom_count()
-        for code, restricted in self.to_compile:  # the next processes exec, not compile
-            self._compile(code, restricted)
-        self.to_compile = []
         for heavy in (False, True):
             if self.spares[heavy] is None:
                 self.spares[heavy] = self._fork(heavy)
         self._poll_zygotes()
-
-    def _compile(self, code: Any, restricted: bool) -> None:
-        if not isinstance(code, str) or (code, restricted) in self.compiled:
-            return
-        try:
-            self.compiled[(code, restricted)] = guards.compile_function(code, self.policy,
-                                                                        restricted)
-        except Exception:
-            return  # the call process compiles it again and reports the error
-        if len(self.compiled) > MAX_COMPILED:
-            del self.compiled[next(iter(self.compiled))]
 
     def _kill_all_but_ours(self) -> None:
         """SIGKILL every process but the runner, the zygotes and the spares until none is left
@@ -554,7 +544,12 @@ def respond(op: str, out: Outcome, limits: dict[str, Any], timeout: float) -> di
         "duration_ms": round(out.duration_ms, 3), "audit": audit, "value": None, "ok": False,
     }
     error: dict[str, str] | None
-    if out.killed_for is ErrorKind.TIMEOUT or (result is None and signum == signal.SIGXCPU):
+    if out.oom:  # whatever the process reported: the kernel's measure comes first
+        response["oom_killed"] = True
+        error = _error(ErrorKind.MEMORY_LIMIT, "MemoryLimit",
+                       "the container's memory limit was hit during the call: its OOM killer "
+                       "killed a process")
+    elif out.killed_for is ErrorKind.TIMEOUT or (result is None and signum == signal.SIGXCPU):
         response["timed_out"] = True
         why = "CPU time limit exceeded" if out.killed_for is None else "no result in time"
         error = _error(ErrorKind.TIMEOUT, "Timeout", f"{why} ({timeout:g} s): killed")
@@ -567,10 +562,6 @@ def respond(op: str, out: Outcome, limits: dict[str, Any], timeout: float) -> di
     elif problem is not None:
         error = _error(ErrorKind.PROTOCOL, "ProtocolError",
                        f"the call's result channel held {problem}: result discarded")
-    elif result is None and out.oom:
-        response["oom_killed"] = True
-        error = _error(ErrorKind.MEMORY_LIMIT, "MemoryLimit",
-                       "killed by the container's memory limit")
     elif result is None:
         how = f"signal {signum}" if signum else f"exit status {exit_code}"
         error = _error(ErrorKind.CRASHED, "Crashed",
@@ -688,22 +679,48 @@ def _has_live_task(pid: str) -> bool:
     return any(_state(f"{pid}/task/{t}")[0] != "Z" for t in tasks)
 
 
-def _stamp(path: str) -> tuple[int, int, int, int, int]:
-    """What a call can change of a directory besides its entries: mode, owner, times, xattrs."""
+Stamp = tuple[int, int, int, int, int, int]
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+
+
+def _stamp(path: str) -> Stamp:
+    """What a call can change of a directory besides its entries: mode, owner, times, xattrs,
+    and its inode flags (refused to calls by seccomp.py; measured here all the same)."""
     st = os.stat(path)
-    return (st.st_mode, st.st_uid, st.st_atime_ns, st.st_mtime_ns, len(os.listxattr(path)))
+    return (st.st_mode, st.st_uid, st.st_atime_ns, st.st_mtime_ns, len(os.listxattr(path)),
+            _inode_flags(path))
 
 
-def _restore(path: str, stamp: tuple[int, int, int, int, int]) -> None:
+def _inode_flags(path: str, set_to: int | None = None) -> int:
+    """chattr's flags of `path` (0 where the filesystem has none), set first if asked."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if set_to is not None:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("q", set_to))
+        buf = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        return int(struct.unpack("i", buf[:4])[0])  # the kernel reads and writes an int
+    except OSError as exc:
+        if set_to is None and exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL,
+                                            errno.ENOSYS):
+            return 0  # no flags here (gVisor's tmpfs, say): none to set either
+        raise
+    finally:
+        os.close(fd)
+
+
+def _restore(path: str, stamp: Stamp) -> None:
     """Put back what a call could leave in /tmp itself once its entries are gone: a call that
     picked when to write there, or set a mode or an extended attribute, could leave a number for
     the next one. The runner owns /tmp (tmpfs uid option), so it can. What stays is the change
     time, which says when the runner did this: no more than the start time of the next call
     process says (README, "Trust model"). Anything that cannot be put back retires the runner."""
-    mode, _uid, atime, mtime, _ = stamp
+    mode, _uid, atime, mtime, _, flags = stamp
     os.chmod(path, mode & 0o7777)
     for name in os.listxattr(path):
         os.removexattr(path, name)
+    if _inode_flags(path) != flags:
+        _inode_flags(path, set_to=flags)
     os.utime(path, ns=(atime, mtime))
     if _stamp(path) != stamp:
         raise RuntimeError("/tmp could not be put back as it was")  # retire: replaced

@@ -58,6 +58,8 @@ def _serve(sock: socket.socket, heavy: bool, policy: dict[str, Any],
     del os.environ["OPENBLAS_NUM_THREADS"]
     warm_up = guards.compile_function(child.WARM_UP, policy, True)
     child.prefault(policy, warm_up)
+    child.ZYGOTE_GENERATORS[:] = [(gen, child.state_digest(gen))
+                                  for gen in child.find_generators()]
     gc.collect()
     gc.freeze()  # forked children do not touch (and so do not copy) the preloaded heap
     wake_r, wake_w = socket.socketpair()  # not a pipe: see server.channel

@@ -14,8 +14,10 @@ means "packets left the box", an unexpected exception) is ``confined=False`` wit
 sandbox is confined (connects fail at once), and stays bounded (about 3 s) when it is not.
 
 The probes are grouped by what they probe: ``filesystem``, ``network``, ``privileges``,
-``processes`` (the runner, the zygotes and the spares), ``resources``; ``common`` holds what they
-share. A call process imports this package as ``probes`` (the runner's directory is on its path).
+``processes`` (the runner, the zygotes and the spares), ``resources``, ``state`` (what a call
+inherits or could leave besides files: random generators, /tmp's inode flags); ``common`` holds
+what they share. A call process imports this package as ``probes`` (the runner's directory is on
+its path).
 """
 
 from __future__ import annotations
@@ -78,11 +80,14 @@ from .resources import (
     probe_pids_limit,
     probe_rlimits,
 )
+from .state import probe_random_reseeded, probe_tmp_inode_flags
 
 __all__ = ["PROBES", "PROBE_NAMES", "ProbeReport", "run_probes"]
 
 PROBES: list[tuple[str, Callable[[], ProbeResult]]] = [
-    # order matters: forking probes run before the DNS probe starts a thread
+    # order matters: the generators are looked at before any probe could draw from one, and
+    # forking probes run before the DNS probe starts a thread
+    ("random_reseeded", probe_random_reseeded),
     ("fork_limit", probe_fork_limit),
     ("uid", probe_uid),
     ("setuid", probe_setuid),
@@ -107,6 +112,7 @@ PROBES: list[tuple[str, Callable[[], ProbeResult]]] = [
     ("writable_mounts_noexec", probe_writable_mounts_noexec),
     ("tmp_noexec", probe_tmp_noexec),
     ("tmp_bounded", probe_tmp_bounded),
+    ("tmp_inode_flags", probe_tmp_inode_flags),
     ("host_mounts", probe_host_mounts),
     ("host_files", probe_host_files),
     ("pid_namespace", probe_pid_namespace),
