@@ -663,8 +663,8 @@ def _statistics_error() -> type:
 
 
 def compile_function(code: str, policy: dict[str, Any], restricted: bool) -> CodeType:
-    """Compile only, nothing runs: the runner compiles each function once and its children
-    exec the code object, so no call pays for RestrictedPython's compiler."""
+    """Compile only, nothing runs: each call process compiles its own function (under its own
+    deadline and memory; the runner keeps no code) and then execs the code object."""
     rules = _rules(policy)
     _state["compiling"] += 1  # the audit hook's string-code check skips the runner's compile
     try:
