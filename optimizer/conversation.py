@@ -167,9 +167,10 @@ def task_of(first_user_turn: str) -> str:
 def library_calls(code: str, names: Sequence[str] | Mapping[str, Sequence[str]]
                   ) -> dict[str, int]:
     """How often a code block calls each library name: calls of the bare name, unless the
-    block binds the name itself (an import, an assignment, or a def with other parameters than
-    the library's, which the runner keeps; `names` may map each name to its parameters). The
-    block is parsed, never run; unparseable code is counted by its text."""
+    block binds the name itself where the runner keeps that binding (an assignment, `import m
+    as NAME`, `from m import x as NAME`, or a def with other parameters than the library's;
+    `names` may map each name to its parameters). The block is parsed, never run; unparseable
+    code is counted by its text."""
     params: Mapping[str, Sequence[str] | None] = \
         names if isinstance(names, Mapping) else dict.fromkeys(names)
     try:
@@ -182,8 +183,10 @@ def library_calls(code: str, names: Sequence[str] | Mapping[str, Sequence[str]]
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
                 node.func.id in params:
             counts[node.func.id] = counts.get(node.func.id, 0) + 1
-        elif isinstance(node, ast.Import | ast.ImportFrom):
+        elif isinstance(node, ast.Import):
             bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):  # the runner leaves out `from m import NAME`
+            bound |= {a.asname for a in node.names if a.asname is not None}
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             bound.add(node.id)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in params:

@@ -113,6 +113,9 @@ def test_library_calls_are_counted_in_code_but_definitions_are_not() -> None:
     code = ("from math import gcd as g\ndef lcm(a, b):\n    return a * b // g(a, b)\n"
             "print(lcm(4, 6), lcm (2, 3), math.lcm(1, 2), my_lcm(3))")
     assert library_calls(code, ["lcm", "gcd", "to_base"]) == {"lcm": 2}
+    # an import of a library name is left out by the runner: the call is the library's
+    assert library_calls("from sympy import gcd\nprint(gcd([4, 6]))", ["gcd"]) == {"gcd": 1}
+    assert library_calls("from sympy import gcd as gcd\nprint(gcd(4, 6))", ["gcd"]) == {}
 
 
 def test_a_code_block_that_redefines_a_library_function_runs_the_library_version(
@@ -123,6 +126,9 @@ def test_a_code_block_that_redefines_a_library_function_runs_the_library_version
     assert run.stdout.splitlines()[-1] == "5"
     assert "already defined by the library" in run.stdout
     assert sandbox.run(code, []).stdout.strip() == "-1"  # without a library it is the model's
+    guessed = "from sympy import add, factorint\nprint(add(a=2, b=3), factorint(12))"
+    run = sandbox.run(guessed, [ADD])  # sympy has no `add`: the library's is the one meant
+    assert run.ok and "5 {2: 2, 3: 1}" in run.stdout and "import of it was not used" in run.stdout
 
 
 def test_library_use_counts_conversations_offered_a_library() -> None:

@@ -271,24 +271,34 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
 
 
 def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
-    """The code block compiled without its top-level `def`s that re-define a library function
-    with the library's own parameters: small models re-define a function they were given
-    (sometimes wrongly) instead of calling it, so the vetted version stays the one that runs,
-    and the block is told so on its stdout. A def with other parameters is the model's own
-    helper that happens to share a name (`def gcd(a, b)` beside a library `gcd(numbers)`), and
-    is kept."""
+    """The code block compiled so that the library's functions stay the ones its names call.
+    Small models re-define a function they were given (sometimes wrongly), or import it from
+    where they guess it lives (`from sympy import count_divisors`: an ImportError, or another
+    function of that name), instead of calling it. So a top-level `def` with the library's own
+    parameters and a `from ... import` of a library name (without `as`) are left out, and the
+    block is told so on its stdout. A def with other parameters is the model's own helper that
+    happens to share a name (`def gcd(a, b)` beside a library `gcd(numbers)`) and is kept, as
+    is an import under another name."""
     tree = ast.parse(source, "<code>")
     library = {fn["name"]: _parameters(fn["code"], fn["name"]) for fn in functions}
-
-    def redefines(node: ast.stmt) -> bool:
-        return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
-            node.name in library and _arg_names(node) == library[node.name]
-
-    skipped = [n.name for n in tree.body if redefines(n)]  # type: ignore[attr-defined]
+    skipped: list[str] = []
+    body: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
+                node.name in library and _arg_names(node) == library[node.name]:
+            skipped.append(node.name)
+            continue
+        if isinstance(node, ast.ImportFrom):
+            kept = [a for a in node.names if a.asname is not None or a.name not in library]
+            skipped += [a.name for a in node.names if a not in kept]
+            if not kept:
+                continue
+            node.names = kept
+        body.append(node)
     if skipped:
-        tree.body = [n for n in tree.body if not redefines(n)]
-        print(f"note: {', '.join(skipped)} already defined by the library; your definition "
-              "was not used")
+        tree.body = body
+        print(f"note: {', '.join(dict.fromkeys(skipped))} already defined by the library; your "
+              "definition or import of it was not used")
     return compile(tree, "<code>", "exec")
 
 
