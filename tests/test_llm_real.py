@@ -104,11 +104,12 @@ def test_smollm2_streams_and_stops_generating_what_it_gave_up(tmp_path: Path) ->
                                                 "line, and nothing else."}]
             before = client.usage_report()["run"]["tokens_generated"]
             started = time.monotonic()
+            # the model's own answer runs about 160 tokens (4 s here): give up well before it ends
             with pytest.raises(DeadlineExceeded):
                 client.chat("assistant", long, max_tokens=2000, temperature=0.0,
-                            deadline=started + 4.0)
+                            deadline=started + 1.5)
             given_up = time.monotonic() - started
-            assert given_up < 5.5
+            assert given_up < 3.0
             made = client.usage_report()["run"]["tokens_generated"] - before
             assert 0 < made < 1000
             started = time.monotonic()
