@@ -106,9 +106,11 @@ class HardenedDocker:
     def start(self, command: list[str], **options: Any) -> Container:
         """A detached container running `command`; `options` override container options."""
         settings = container_options(self.image, DEFAULT_LIMITS, self.runtime)
-        settings.update(entrypoint=command, stdin_open=False, **options)
+        # a baseline container is waited on, read and removed by its caller
+        settings.update(entrypoint=command, stdin_open=False, detach=True, auto_remove=False,
+                        **options)
         with engine_errors("run a baseline container"):
-            container: Container = self.client.containers.run(detach=True, **settings)
+            container: Container = self.client.containers.run(**settings)
         return container
 
     @staticmethod
