@@ -226,9 +226,9 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
              functions: Sequence[FunctionSpec], grader: Grader, settings: EpisodeSettings,
              on_call: Callable[[dict[str, Any]], None] | None) -> ConversationResult:
     started = time.monotonic()
-    registration = register_for_episode(functions, sandbox, settings.library_as) \
-        if functions else EpisodeRegistration(presentation=settings.library_as)
+    registration = register_for_episode(functions, sandbox, settings.library_as)
     by_name = {s.name: s for s in registration.functions}
+    parameters = {n: list(s.parameters.get("properties", {})) for n, s in by_name.items()}
     tools = registration.tools()
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -285,8 +285,7 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         elif blocks := CODE_FENCE.findall(text):
             result.code_blocks += 1
             code = "\n\n".join(blocks)
-            for name, times in library_calls(code, {n: list(sp.parameters.get(
-                    "properties", {})) for n, sp in by_name.items()}).items():
+            for name, times in library_calls(code, parameters).items():
                 used(name, times)
             try:
                 run = sandbox.run(code, list(by_name.values()), timeout=settings.call_timeout)

@@ -96,6 +96,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(min(1.0, 2 * tail))
 
 
+@functools.lru_cache(maxsize=256)
 def detectable_effect(n: int, discordant_share: float = 0.0, *, alpha: float = 0.05,
                       power: float = 0.8) -> float | None:
     """The smallest accuracy gain (library minus base, a share of n) that an exact two-sided
@@ -242,13 +243,13 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                          "seconds": config.episode.seconds}}
     run.write_json("eval.json", report)
     console.print(_table(rows))
-    if rows:
-        overall = rows[-1]
-        lo, hi = paired_difference_ci(overall.n, overall.library_only, overall.base_only)
-        can = overall.detectable
+    if report["rows"]:
+        overall = report["rows"][-1]  # the figures eval.json keeps, not computed again
+        lo, hi = overall["gain_ci95"]
+        can = overall["detectable_gain"]
         console.print(
-            f"gain {100 * (overall.library_correct - overall.base_correct) / overall.n:+.1f} "
-            f"points, 95% interval [{100 * lo:+.1f}, {100 * hi:+.1f}]; {overall.n} pairs detect "
+            f"gain {100 * overall['gain']:+.1f} points, 95% interval [{100 * lo:+.1f}, "
+            f"{100 * hi:+.1f}]; {overall['n']} pairs detect "
             + (f"a gain of {100 * can:.1f} points or more" if can is not None else "no gain")
             + " (exact McNemar, alpha 0.05, power 0.8)")
     use = report["library_use"]
