@@ -91,6 +91,12 @@ def test_run_reports_the_exit_code_and_traceback(sandbox: Sandbox) -> None:
     assert failing.stdout == "before\n"
     assert failing.error is not None and failing.error.type == "ValueError"
     assert "ValueError: bad input" in failing.stderr
+    # only the block's own frames, with its lines: the runner's frames tell the model nothing
+    assert "line 2, in <module>\n    raise ValueError('bad input')" in failing.stderr
+    assert "child.py" not in failing.stderr and "runner" not in failing.stderr
+    typo = sandbox.run("x = 1\nn = 7 * k + 3 for k in range(10)\n")
+    assert "SyntaxError" in typo.stderr and "child.py" not in typo.stderr
+    assert "n = 7 * k + 3 for k in range(10)" in typo.stderr
     exited = sandbox.run("import sys\nsys.exit(3)\n")
     assert exited.exit_code == 3 and not exited.ok
     assert sandbox.run("raise SystemExit(0)").exit_code == 0

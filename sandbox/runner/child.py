@@ -21,6 +21,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import linecache
 import marshal
 import math
 import os
@@ -242,13 +243,16 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             for fn, code in zip(fns, compiled, strict=True):
                 namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy,
                                                              True, code)
+            # the block's lines for its traceback (this process ends with the call)
+            linecache.cache["<code>"] = (len(request["code"]), None,
+                                         request["code"].splitlines(True), "<code>")
             exec(_library_kept(request["code"], fns), namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))
         return {"ok": status == 0, "value": None, "error": error}, status
     except BaseException as exc:
-        tb = traceback.format_exc()
+        tb = _code_traceback(exc) if op == "run" else traceback.format_exc()
         if op == "run":
             with contextlib.suppress(Exception):
                 sys.stderr.write(tb)
@@ -300,6 +304,16 @@ def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
         print(f"note: {', '.join(dict.fromkeys(skipped))} already defined by the library; your "
               "definition or import of it was not used")
     return compile(tree, "<code>", "exec")
+
+
+def _code_traceback(exc: BaseException) -> str:
+    """The traceback from the code block's first frame on: the runner's own frames above it
+    tell the model nothing and cost it tokens (a SyntaxError keeps just its message)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    first = next((i for i, f in enumerate(frames) if f.filename == "<code>"), len(frames))
+    kept = traceback.StackSummary.from_list(frames[first:])
+    head = ["Traceback (most recent call last):\n", *kept.format()] if kept else []
+    return "".join(head + list(traceback.format_exception_only(type(exc), exc)))
 
 
 def _parameters(code: str, name: str) -> list[str] | None:
