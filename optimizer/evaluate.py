@@ -202,13 +202,17 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     void = 0  # episodes whose sandboxed call the engine lost every time: not journaled, and
     # so solved again by a resumed evaluation
     with open_session(config, client=client, sandbox=sandbox, backend=backend) as session:
-        key = _fingerprint(functions, config, session.client.config.role("assistant").model)
+        model = session.client.config.role("assistant").model
+        arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": functions}
+        keys = {arm: _fingerprint(specs, config, model) for arm, specs in arms.items()}
+        key = keys["library"]
         results: dict[tuple[str, str], ConversationResult] = {}
         for record in run.journal("eval-journal.jsonl"):
-            if record.get("library_key") == key and record["result"]["problem_id"] in wanted:
+            arm = record.get("arm")
+            if arm in keys and record.get("library_key") == keys[arm] and \
+                    record["result"]["problem_id"] in wanted:
                 result = ConversationResult.from_dict(record["result"])
-                results[(record["arm"], result.problem_id)] = result
-        arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": functions}
+                results[(arm, result.problem_id)] = result
         todo = [Episode(p, arms[arm], arm)
                 for start in range(0, len(problems), ARM_BLOCK) for arm in ARMS
                 for p in problems[start:start + ARM_BLOCK] if (arm, p.id) not in results]
@@ -224,7 +228,7 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                     continue
                 results[(arm, result.problem_id)] = result
                 run.append_journal({"arm": arm, "library_version": library.version,
-                                    "library_key": key, "result": result.to_dict()},
+                                    "library_key": keys[arm], "result": result.to_dict()},
                                    "eval-journal.jsonl")
                 run.record_left_out(result, arm=arm)
                 progress.update(task, advance=1, stats=_running(results))
@@ -260,11 +264,20 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     return report
 
 
+_LIBRARY_ONLY = ("library_as", "library_shown")  # episode settings the base arm does not read
+
+
 def _fingerprint(functions: Sequence[FunctionSpec], config: RunConfig, model: str) -> str:
     """What a journaled result was solved with: the exact specs, the episode settings and
-    prompts, the assistant's model (a resumed evaluation reuses only results of the same)."""
-    data = json.dumps([[s.spec_hash for s in functions], asdict(config.episode),
-                       PROMPT_VERSION, model], sort_keys=True)
+    prompts, the assistant's model (a resumed evaluation reuses only results of the same).
+    Without functions, how a library would be shown is left out: the base arm is solved the
+    same whatever library it is compared with, so one baseline serves every library."""
+    episode = asdict(config.episode)
+    if not functions:
+        for name in _LIBRARY_ONLY:
+            episode.pop(name)
+    data = json.dumps([[s.spec_hash for s in functions], episode, PROMPT_VERSION, model],
+                      sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
