@@ -323,11 +323,16 @@ TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "small.toml"
 CPU_HOG = "while True: pass"
 
 
+THROUGHPUT_PHASES = ((0, 1), (0, 2), (2, 1))  # (CPU hogs beside it, conversations in flight)
+
+
 def embedded_throughput(local: LLMClient, sandbox: Sandbox, grader: Grader, problems: int,
-                        hogs: Sequence[int] = (0, 2)) -> dict[str, Any]:
+                        phases: Sequence[tuple[int, int]] = THROUGHPUT_PHASES
+                        ) -> dict[str, Any]:
     """`problems` of the training split of configs/small.toml, solved with its episode settings
-    and `concurrency`, once per number of CPU hogs beside it; a fresh client each time, so its
-    usage report is that phase's alone."""
+    once per phase: quiet one and two conversations at a time (two interleaved conversations
+    share one server slot and can defeat its prefix cache), and beside two CPU hogs; a fresh
+    client each time, so its usage report is that phase's alone."""
     from .runconfig import load_run_config
     from .train import make_split
 
@@ -335,21 +340,21 @@ def embedded_throughput(local: LLMClient, sandbox: Sandbox, grader: Grader, prob
     config_, base_url = local.worker_settings()  # the same server, a client of its own
     the_split = make_split(config.data)
     chosen = (list(the_split.train) + list(the_split.validation))[:problems]
-    out: dict[str, Any] = {"problems": len(chosen), "concurrency": config.train.concurrency,
-                           "max_tokens": config.episode.max_tokens}
+    out: dict[str, Any] = {"problems": len(chosen), "max_tokens": config.episode.max_tokens}
 
     def work(problem: Problem) -> Any:
         return solve(problem, client=client, sandbox=sandbox, functions=[], grader=grader,
                      settings=config.episode)
 
-    for n in hogs:
-        label = "quiet" if n == 0 else f"{n}_cpu_hogs"
+    for n, in_flight in phases:
+        label = ("quiet" if n == 0 else f"{n}_cpu_hogs") + \
+            ("" if in_flight == 1 else f"_concurrency_{in_flight}")
         procs = [subprocess.Popen([sys.executable, "-c", CPU_HOG]) for _ in range(n)]
         client = LLMClient(config_, use_config_cache=False, base_url=base_url)
         try:
             with _console.status(f"{len(chosen)} conversations on the embedded model ({label})"):
                 started = time.perf_counter()
-                results = [r for _, r in parallel(chosen, work, config.train.concurrency)]
+                results = [r for _, r in parallel(chosen, work, in_flight)]
                 seconds = time.perf_counter() - started
         finally:
             for proc in procs:

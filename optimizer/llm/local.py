@@ -316,6 +316,7 @@ class LocalServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path),
                "--model_alias", model.key, "--n_threads", str(cfg.threads),
+               "--n_threads_batch", str(cfg.threads_batch),
                "--n_ctx", str(cfg.n_ctx), "--host", HOST, "--port", str(chosen),
                "--chat_format", "chatml-function-calling", *SERVER_FLAGS]
         with self.log_file.open("ab") as log:
