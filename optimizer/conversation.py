@@ -90,6 +90,7 @@ class EpisodeSettings:
     max_tokens: int | None = 700  # one assistant reply
     temperature: float | None = 0.0
     library_as: LibraryPresentation = "code"  # "tools": also offered as OpenAI tools
+    library_shown: int = 0  # functions shown per problem, the most relevant to it (0: all)
 
 
 @dataclass
@@ -137,13 +138,20 @@ SYSTEM_PROMPT = (
     "reply with the final answer in \\boxed{} and no code.")
 """The same for every episode and both arms of an evaluation (a stable, cached prefix)."""
 
+STOP = ("```\n", "```output")
+"""Where a reply is cut: at the end of its first code block. The 1.5B model writes its code,
+then an output of its own invention and a boxed answer from it, and next turn repeats that
+answer over the real output (measured: README, "Learning"). Cut there, the code is run and the
+real output is all it has to go on. (An opening fence names its language, ```python, so only a
+closing fence ends a line with the three backticks; `_closed` puts back the one cut off.)"""
 _ASK = "Write Python that computes the answer to this problem and prints it."
 _ASK_LIBRARY = " Call the functions above where they fit."
 _PROBLEM_HEAD = "Problem: "
 """The instruction sits in the user turn, right before the problem: the 1.5B model follows
 instructions there far better than in the system turn (README, "Learning")."""
 PROMPT_VERSION = hashlib.sha256("\0".join(
-    (SYSTEM_PROMPT, _ASK, _ASK_LIBRARY, _PROBLEM_HEAD, LIBRARY_HEADER)).encode()).hexdigest()[:12]
+    (SYSTEM_PROMPT, _ASK, _ASK_LIBRARY, _PROBLEM_HEAD, LIBRARY_HEADER, *STOP)).encode()
+    ).hexdigest()[:12]
 """Changes whenever what the assistant is told changes (a resumed evaluation must not mix)."""
 
 
@@ -226,7 +234,8 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
              functions: Sequence[FunctionSpec], grader: Grader, settings: EpisodeSettings,
              on_call: Callable[[dict[str, Any]], None] | None) -> ConversationResult:
     started = time.monotonic()
-    registration = register_for_episode(functions, sandbox, settings.library_as)
+    registration = register_for_episode(functions, sandbox, settings.library_as).for_task(
+        problem.question, settings.library_shown or None)
     by_name = {s.name: s for s in registration.functions}
     parameters = {n: list(s.parameters.get("properties", {})) for n, s in by_name.items()}
     tools = registration.tools()
@@ -235,7 +244,7 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         {"role": "user", "content": user_turn(problem, registration)}]
     result = ConversationResult(problem.id, messages, None, False, "turn_limit",
                                 f"no final answer in {settings.max_turns} turns",
-                                functions=sorted(by_name),
+                                functions=sorted(s.name for s in registration.offered),
                                 left_out=list(registration.left_out))
 
     def used(name: str, times: int = 1) -> None:
@@ -260,7 +269,7 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         try:
             reply = client.chat("assistant", messages, tools=tools,
                                 max_tokens=settings.max_tokens,
-                                temperature=settings.temperature,
+                                temperature=settings.temperature, stop=STOP,
                                 deadline=started + settings.seconds)
         except DeadlineExceeded:  # the episode's own time ran out while the model answered
             result.outcome, result.reason = "time_limit", f"over {settings.seconds:g} s"
@@ -274,7 +283,7 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         result.prompt_tokens += reply.prompt_tokens
         result.completion_tokens += reply.completion_tokens
         messages.append(_assistant_message(reply))
-        text = reply.text or ""
+        text = str(messages[-1].get("content") or "")
         if reply.tool_calls:
             for call in reply.tool_calls:
                 result.tool_calls += 1
@@ -323,7 +332,14 @@ def _assistant_message(reply: ChatResult) -> dict[str, Any]:
     message = reply.assistant_message()
     if message.get("content") is None and not message.get("tool_calls"):
         message["content"] = ""
+    elif isinstance(message.get("content"), str):
+        message["content"] = _closed(message["content"])
     return message
+
+
+def _closed(text: str) -> str:
+    """A reply whose last code block was cut at its closing fence (STOP), closed again."""
+    return text.rstrip() + "\n```" if text.count("```") % 2 else text
 
 
 def _tool_message(call_id: str, name: str, arguments: str, by_name: dict[str, FunctionSpec],

@@ -20,8 +20,10 @@ functions stay advertised there).
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from sandbox import FunctionLibrary, FunctionSpec, VetReport, template_safe
@@ -29,7 +31,7 @@ from sandbox import FunctionLibrary, FunctionSpec, VetReport, template_safe
 from .quoting import quote_untrusted
 
 __all__ = ["LIBRARY_HEADER", "EpisodeRegistration", "LLMRegistrar", "LLMRegistration",
-           "LibraryPresentation", "register_for_episode", "signature", "tools_for",
+           "LibraryPresentation", "register_for_episode", "relevant", "signature", "tools_for",
            "usage_example"]
 
 LibraryPresentation = Literal["code", "tools"]
@@ -37,7 +39,7 @@ LIBRARY_HEADER = ("These Python functions are already defined, tested and correc
                   "in your ```python``` code instead of computing by hand; do not define them "
                   "again:")
 _DESCRIPTION_CHARS = 160  # one line of the library block
-_EXAMPLE_CHARS = 120
+_EXAMPLE_CHARS = 140
 _DEFAULT_CHARS = 40
 _SIGNATURE_CHARS = 200
 
@@ -53,6 +55,18 @@ class EpisodeRegistration:
     functions: tuple[FunctionSpec, ...] = ()
     left_out: tuple[dict[str, Any], ...] = ()  # {"name", "code_hash", "why": [...]}
     presentation: LibraryPresentation = "code"
+    shown: tuple[FunctionSpec, ...] | None = None  # what the assistant reads (all: None)
+
+    @property
+    def offered(self) -> tuple[FunctionSpec, ...]:
+        """The functions the assistant is told of (all are callable either way)."""
+        return self.functions if self.shown is None else self.shown
+
+    def for_task(self, task: str, limit: int | None) -> EpisodeRegistration:
+        """Only the `limit` functions most relevant to `task` shown (`relevant`); None: all."""
+        if limit is None or len(self.functions) <= limit:
+            return self
+        return replace(self, shown=relevant(self.functions, task, limit))
 
     @property
     def names(self) -> list[str]:
@@ -60,16 +74,16 @@ class EpisodeRegistration:
 
     def tools(self) -> list[dict[str, Any]] | None:
         """The OpenAI tools list, when the functions are offered as tools."""
-        if self.presentation != "tools" or not self.functions:
+        if self.presentation != "tools" or not self.offered:
             return None
-        return [_tool(s) for s in self.functions]
+        return [_tool(s) for s in self.offered]
 
     def prompt_block(self) -> str:
         """The library as the assistant reads it, first in its user turn (a stable prefix)."""
-        if not self.functions:
+        if not self.offered:
             return ""
         lines = [LIBRARY_HEADER, "```python"]
-        for spec in self.functions:
+        for spec in self.offered:
             lines.append(f"{signature(spec)}  # {_one_line(spec.description, _DESCRIPTION_CHARS)}")
             example = usage_example(spec)
             if example:
@@ -92,6 +106,37 @@ def register_for_episode(functions: Iterable[FunctionSpec], sandbox: Vetter,
     return EpisodeRegistration(tuple(kept), tuple(left_out), presentation)
 
 
+_WORD = re.compile(r"[a-z]+")
+_STOP = frozenset(_WORD.findall(  # function words, and the words every math problem uses
+    "an and are as at be by each every for from given how if in is it its many much of on or "
+    "that the their them then there these this to what when where which with "
+    "integer integers number numbers positive negative real whole value values find compute"))
+
+
+def _terms(text: str) -> set[str]:
+    """Lower-case words of a text, a plural's final s dropped, names split at underscores."""
+    words = _WORD.findall(text.lower().replace("_", " "))
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+            for w in words if w not in _STOP and len(w) > 1}
+
+
+def relevant(functions: Sequence[FunctionSpec], task: str, limit: int) -> tuple[FunctionSpec, ...]:
+    """The `limit` functions whose name and description share the most rare words with the
+    task (idf-weighted overlap; ties keep library order). A function sharing no word with the
+    task is not shown: a small model offered functions that do not apply composes them wrongly
+    (README, "Learning")."""
+    vocab = [_terms(f"{s.name} {s.description}") for s in functions]
+    words = _terms(task)
+    df: dict[str, int] = {}
+    for terms in vocab:
+        for w in terms:
+            df[w] = df.get(w, 0) + 1
+    n = len(functions)
+    scores = [sum(math.log(1 + n / df[w]) for w in terms & words) for terms in vocab]
+    ranked = sorted((i for i in range(n) if scores[i] > 0), key=lambda i: (-scores[i], i))
+    return tuple(functions[i] for i in sorted(ranked[:limit]))
+
+
 def signature(spec: FunctionSpec) -> str:
     """`name(a, b=10)` from the spec's schema (defaults as the schema gives them, quoted and
     short: a default is untrusted text too; a long one shows as `...`)."""
@@ -110,12 +155,13 @@ def signature(spec: FunctionSpec) -> str:
 
 def usage_example(spec: FunctionSpec) -> str:
     """One call with its result, from the spec's first test that expects a value: the form of
-    the arguments is what small models get wrong, and a worked call shows it."""
+    the arguments is what small models get wrong, and a worked call shows it. Printed: shown
+    `f(x) returns 5`, the model wrote bare calls whose values nobody saw."""
     test = next((t for t in spec.tests if t.has_expect), None)
     if test is None:
         return ""
     args = ", ".join(f"{k}={_py(v)}" for k, v in test.args.items())
-    text = f"{spec.name}({args}) returns {_py(test.expect)}"
+    text = f"print({spec.name}({args})) prints {_py(test.expect)}"
     return text if len(text) <= _EXAMPLE_CHARS else ""
 
 

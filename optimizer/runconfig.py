@@ -178,6 +178,8 @@ def _check(config: RunConfig, where: str) -> None:
         problems.append(f"data: {exc}")
     if e.library_as not in ("code", "tools"):
         problems.append("episode.library_as must be code or tools")
+    if e.library_shown < 0:
+        problems.append("episode.library_shown must be >= 0 (0 shows every function)")
     if e.max_turns < 1 or e.seconds <= 0 or e.call_timeout <= 0:
         problems.append("episode: max_turns >= 1, seconds and call_timeout > 0")
     if s.pool_size < 1 or s.runtime not in ("", "runc", "runsc") or s.engine_wait_s < 0:

@@ -14,7 +14,12 @@ from optimizer.errors import ConfigError, DatasetError
 from optimizer.evaluate import detectable_effect, mcnemar_exact, paired_difference_ci
 from optimizer.libraries import read_function_file, vetted_library
 from optimizer.math import FAMILIES, Problem, family_rule, select, split
-from optimizer.registration import EpisodeRegistration, register_for_episode, usage_example
+from optimizer.registration import (
+    EpisodeRegistration,
+    register_for_episode,
+    relevant,
+    usage_example,
+)
 from optimizer.runconfig import DataConfig
 from optimizer.session import library_use
 from optimizer.train import make_split
@@ -85,7 +90,8 @@ def test_each_episode_registers_only_what_passes_vetting_now(sandbox: Sandbox) -
     assert [e["name"] for e in registration.left_out] == ["evil"]
     assert "os" in " ".join(registration.left_out[0]["why"])
     block = registration.prompt_block()
-    assert "add(a, b)" in block and "add(a=2, b=3) returns 5" in block and "evil" not in block
+    assert "add(a, b)" in block and "print(add(a=2, b=3)) prints 5" in block
+    assert "evil" not in block
     assert registration.tools() is None  # shown in code by default, not as tools
     tools = register_for_episode([ADD], sandbox, "tools").tools()
     assert tools is not None and tools[0]["function"]["name"] == "add"
@@ -278,3 +284,18 @@ def test_answer_checks_count_each_problem_once_and_refuse_echoed_answers(
     assert "handed the known answer" in refused[0]
     assert "given twice" in refused[1]
     assert opt.library.names() == ["add"]  # the third: two problems, two real hits
+
+
+def test_only_the_functions_a_problem_speaks_of_are_shown_and_all_stay_callable() -> None:
+    specs = read_function_file(ORACLE)
+    remainder = "Find the remainder when $24^{50} - 15^{50}$ is divided by 13."
+    shown = [s.name for s in relevant(specs, remainder, 3)]
+    assert "power_mod" in shown and len(shown) <= 3
+    assert [s.name for s in relevant(specs, "How many positive divisors does 196 have?", 2)
+            ] == ["divisors", "count_divisors"]  # library order among the chosen
+    assert relevant(specs, "Compute 3 + 4.", 3) == ()  # nothing applies: nothing shown
+    registration = EpisodeRegistration(tuple(specs)).for_task(remainder, 2)
+    assert len(registration.functions) == len(specs)  # every function still defined
+    block = registration.prompt_block()
+    assert "power_mod(" in block and "to_base(" not in block
+    assert EpisodeRegistration(tuple(specs)).for_task(remainder, None).offered == tuple(specs)

@@ -25,12 +25,13 @@ from typing import Any
 
 import pytest
 
-from optimizer.conversation import ConversationResult, EpisodeSettings, solve
-from optimizer.evaluate import mcnemar_exact, wilson
+from optimizer.conversation import STOP, ConversationResult, EpisodeSettings, solve
+from optimizer.evaluate import evaluate, mcnemar_exact, wilson
+from optimizer.libraries import vetted_library
 from optimizer.math import Grader, Problem
 from optimizer.runconfig import load_run_config
 from optimizer.train import RunDirectory, train
-from sandbox import Sandbox
+from sandbox import FunctionSpec, Sandbox
 from tests.scripted_llm import TEST_KEY, Reply, ScriptedLLM, client_for, text, tool_call
 
 pytestmark = pytest.mark.timeout(600)
@@ -291,6 +292,24 @@ def test_a_conversation_survives_a_broken_tool_call_and_grades_its_answer(
     assert [c["function"] for c in result.calls] == ["<code>"]
 
 
+def test_an_output_the_model_invents_is_cut_and_the_real_output_comes_back(
+        server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """The 1.5B model writes its code, an output block of its own and a boxed guess; it then
+    repeats the guess over the real output. The reply is cut where its invention starts."""
+    server.responder = None
+    server.push(text("```python\nprint(24**50 % 13)\n```\n```output\n6\n```\n"
+                     "The remainder is \\boxed{6}."),
+                text(f"The output says \\boxed{{{24**50 % 13}}}."))
+    with Grader(workers=1) as grader:
+        result = solve(Problem("q", "24^50 mod 13?", str(24**50 % 13), "Number Theory", None,
+                               "t"), client=client_for(server, monkeypatch), sandbox=sandbox,
+                       functions=[], grader=grader, settings=EpisodeSettings(max_turns=3))
+    assert server.requests[0]["stop"] == list(STOP)
+    first = result.messages[2]["content"]
+    assert first.rstrip().endswith("```") and "boxed" not in first  # cut before the invention
+    assert result.correct and result.code_blocks == 1 and result.turns == 2
+
+
 def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path: Path, server: ScriptedLLM,
                                                    docker_client: Any, sandbox: Sandbox) -> None:
     config = write_config(tmp_path, server, epochs=1, concurrency=1)
@@ -314,3 +333,27 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path: Path, server: Scrip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     keys = journal_keys(run)
     assert len(keys) == len(set(keys)) == 2 + 4
+
+
+def test_one_baseline_serves_every_library_an_evaluation_compares(
+        tmp_path: Path, server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch,
+        sandbox: Sandbox) -> None:
+    config = load_run_config(write_config(tmp_path, server))
+    problems = [Problem(id=p["id"], question=p["question"], answer=p["answer"],
+                        subject=p["type"], level=None, source="test") for p in PROBLEMS[:3]]
+    client = client_for(server, monkeypatch)
+
+    def arms_asked(spec: dict[str, Any]) -> list[bool]:
+        """Evaluate with a library of `spec`; which arm each new assistant request came from."""
+        before = len(server.requests)
+        fields = {k: v for k, v in spec.items() if k != "reason"}  # `reason` is a proposal's
+        library = vetted_library([FunctionSpec.from_dict(fields)], sandbox)
+        evaluate(config, problems, library, tmp_path / "eval", client=client, sandbox=sandbox)
+        return ["add_numbers(" in json.dumps(r["messages"]) for r in server.requests[before:]]
+
+    first = arms_asked(ADD)
+    assert first.count(False) >= 3 and first.count(True) >= 3  # both arms solved
+    again = arms_asked({**ADD, "description": "Adds two integers (a new version)."})
+    assert again and all(again)  # only the new library's arm is solved again
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["rows"][-1]["n"] == 3

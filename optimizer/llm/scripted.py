@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -180,7 +180,18 @@ class ScriptedLLM:
             self.in_flight -= 1
 
     def _next(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[Reply, int]:
-        """The reply to a request, and the request's number (from 1)."""
+        """The reply to a request, and the request's number (from 1), cut at the request's
+        first `stop` sequence as an OpenAI server cuts it."""
+        reply, number = self._pick(body, headers)
+        stops = body.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else stops
+        text = reply.text or ""
+        cuts = [text.find(s) for s in stops if isinstance(s, str) and s and s in text]
+        if cuts:
+            reply = replace(reply, text=text[:min(cuts)], finish_reason="stop")
+        return reply, number
+
+    def _pick(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[Reply, int]:
         with self._lock:
             self.requests.append(body)
             self.headers.append(headers)
