@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
+import audit_hook
 import child
 import guards
 
@@ -56,8 +57,9 @@ def _serve(sock: socket.socket, heavy: bool, policy: dict[str, Any],
     for name in LIGHT_MODULES + (HEAVY_MODULES if heavy else ()):
         __import__(name)
     del os.environ["OPENBLAS_NUM_THREADS"]
-    warm_up = guards.compile_function(child.WARM_UP, policy, True)
-    child.prefault(policy, warm_up)
+    guards.compile_function(child.COMPILE_WARM_UP, policy, True)
+    audit_hook.prepare_rules(policy)
+    child.prefault(policy)
     child.ZYGOTE_GENERATORS[:] = [(gen, child.state_digest(gen))
                                   for gen in child.find_generators()]
     gc.collect()
@@ -88,7 +90,7 @@ def _serve(sock: socket.socket, heavy: bool, policy: dict[str, Any],
         except OSError:
             pid = -1  # the pids limit: the runner cleans up and asks again
         if pid == 0:
-            child.child_main((fds[0], fds[1], fds[2], fds[3]), policy, limits, warm_up)
+            child.child_main((fds[0], fds[1], fds[2], fds[3]), policy, limits)
         for fd in fds:
             os.close(fd)
         sock.sendall(b"P" + struct.pack("i", pid))
