@@ -117,6 +117,7 @@ class CallProcess:
     out_r: int
     err_r: int
     warm: bool = False  # it said SPARE_READY: its warm-up is done, it waits for its request
+    reaped: bool = False  # its zygote has reported its exit
 
     def close(self) -> None:
         for fd in (self.req_w, self.res_r, self.out_r, self.err_r):
@@ -340,6 +341,7 @@ class Server:
             if remaining <= 0:
                 return None
             self._message(proc.zygote, remaining)
+        proc.reaped = True
         return self.exited.pop(proc.pid)
 
     # -- one call ---------------------------------------------------------------------------------
@@ -472,6 +474,8 @@ class Server:
         proc, self.current = self.current, None
         if proc is not None:
             proc.close()
+            if not proc.reaped:  # killed already: wait for its exit asleep, not scanning /proc
+                self._wait(proc, time.monotonic() + KILL_WAIT_S)
             self._kill_all_but_ours()
             if _inodes_in(TMP) != self.tmp_baseline:
                 empty_dir(TMP)
