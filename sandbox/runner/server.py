@@ -180,7 +180,6 @@ class Server:
             if line is None:
                 return  # the host has gone (its stream closed): the container ends, and goes
             self.send(self.answer(line))
-            select.select([self.proto_in], [], [], 0.0015)  # let the answer leave first
             try:
                 self.finish()
             except Exception as exc:  # no clean state: say so before taking any request
