@@ -14,7 +14,9 @@ in a fresh process that a zygote forked ahead of time (zygote.py; the process is
   value or an exception, and audit events) is parsed with size and nesting limits and
   validated field by field: it is the process's claim, never trusted beyond that;
 - after the answer (off the critical path): every process of the call is killed, /tmp is
-  emptied without recursion, the next spare is forked; then the runner says it is ready (a
+  emptied without recursion, the next spare is forked and has done its warm-up (it says so
+  before it reads anything, so before any call's code runs in it); then the runner says it is
+  ready (a
   `{"id": null, "ready": true}` line), and only then does the host send the next request and
   start its clock. If the runner cannot restore a clean state it says so (`retire`) and exits,
   and the host replaces the container (fail closed) and sends that request elsewhere;
@@ -50,6 +52,7 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), "/opt/fnforge/lib"]
 
 import seccomp
 import zygote
+from child import SPARE_READY
 from protocol import ErrorKind, loads_bounded
 
 __all__ = [
@@ -83,6 +86,8 @@ READY: dict[str, Any] = {"id": None, "ready": True}
 """Sent once the clean-up after an answer is done: the host starts the next call's clock here."""
 MAX_AUDIT_EVENTS = 100  # audit lines accepted from one call; more is a protocol violation
 STATUS_WAIT_S = 5.0  # how long to wait for a killed process's exit status
+SPARE_WARM_UP_S = 2.0  # how long the clean-up waits for a new spare's warm-up; then "ready"
+# all the same, and the call that takes that spare waits for it (up to STATUS_WAIT_S)
 KILL_WAIT_S = 1.5  # how long the clean-up may take to end a call's processes, then: retire
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 
@@ -111,6 +116,8 @@ class CallProcess:
     res_r: int
     out_r: int
     err_r: int
+    warm: bool = False  # it said SPARE_READY: its warm-up is done, it waits for its request
+    reaped: bool = False  # its zygote has reported its exit
 
     def close(self) -> None:
         for fd in (self.req_w, self.res_r, self.out_r, self.err_r):
@@ -173,7 +180,6 @@ class Server:
             if line is None:
                 return  # the host has gone (its stream closed): the container ends, and goes
             self.send(self.answer(line))
-            select.select([self.proto_in], [], [], 0.0015)  # let the answer leave first
             try:
                 self.finish()
             except Exception as exc:  # no clean state: say so before taking any request
@@ -318,6 +324,15 @@ class Server:
             self._kill_all_but_ours()
         return None
 
+    @staticmethod
+    def _warm(proc: CallProcess, deadline: float) -> bool:
+        """Whether the process has said SPARE_READY (waiting for it until the deadline). It says
+        so before it reads its request, so the byte is the zygote's code, never a call's."""
+        if not proc.warm and select.select([proc.res_r], [], [],
+                                           max(0.0, deadline - time.monotonic()))[0]:
+            proc.warm = os.read(proc.res_r, len(SPARE_READY)) == SPARE_READY
+        return proc.warm
+
     def _wait(self, proc: CallProcess, deadline: float) -> int | None:
         """The process's wait status once its zygote reports it; None if not by the deadline."""
         while proc.pid not in self.exited:
@@ -325,6 +340,7 @@ class Server:
             if remaining <= 0:
                 return None
             self._message(proc.zygote, remaining)
+        proc.reaped = True
         return self.exited.pop(proc.pid)
 
     # -- one call ---------------------------------------------------------------------------------
@@ -344,6 +360,8 @@ class Server:
         if proc is None:  # what holds the pids is not this call's: it goes elsewhere
             raise CallNotStarted("cannot start a process: the container's pids limit is full")
         self.current = proc
+        if not self._warm(proc, time.monotonic() + STATUS_WAIT_S):
+            raise CallNotStarted("the call process died or hung before its request")
         timeout = float(request.get("timeout") or self.limits["timeout_s"])
         outcome = self._feed_and_watch(proc, self._payload(request, timeout), timeout,
                                        wait_status=request.get("op") == "run")
@@ -455,6 +473,8 @@ class Server:
         proc, self.current = self.current, None
         if proc is not None:
             proc.close()
+            if not proc.reaped:  # killed already: wait for its exit asleep, not scanning /proc
+                self._wait(proc, time.monotonic() + KILL_WAIT_S)
             self._kill_all_but_ours()
             if _inodes_in(TMP) != self.tmp_baseline:
                 empty_dir(TMP)
@@ -465,6 +485,10 @@ class Server:
         for heavy in (False, True):
             if self.spares[heavy] is None:
                 self.spares[heavy] = self._fork(heavy)
+        deadline = time.monotonic() + SPARE_WARM_UP_S
+        for spare in self.spares.values():  # warmed up off the next call's clock
+            if spare is not None:
+                self._warm(spare, deadline)
         self._poll_zygotes()
 
     def _kill_all_but_ours(self) -> None:
