@@ -102,6 +102,16 @@ def test_run_reports_the_exit_code_and_traceback(sandbox: Sandbox) -> None:
     assert sandbox.run("raise SystemExit(0)").exit_code == 0
 
 
+def test_a_block_ending_in_an_expression_prints_its_value_like_a_notebook(
+        sandbox: Sandbox) -> None:
+    assert sandbox.run("x = 6\nx * 7\n").stdout == "42\n"
+    assert sandbox.run("print('once')\n").stdout == "once\n"  # print's None is not shown
+    assert sandbox.run("import math\nmath.gcd(12, 18)  # the answer\n").stdout == "6\n"
+    assert sandbox.run("y = 1\n").stdout == "" and sandbox.run("None").stdout == ""
+    failing = sandbox.run("1 / 0\n")
+    assert "line 1, in <module>\n    1 / 0" in failing.stderr  # its own line, not the wrapper's
+
+
 def test_a_timeout_is_enforced_and_reported(sandbox: Sandbox) -> None:
     result = sandbox.run("while True:\n    pass\n", timeout=1.0)
     assert result.timed_out and not result.ok

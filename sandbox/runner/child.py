@@ -309,7 +309,25 @@ def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
         tree.body = body
         print(f"note: {', '.join(dict.fromkeys(skipped))} already defined by the library; your "
               "definition or import of it was not used")
+    _show_last_value(tree)
     return compile(tree, "<code>", "exec")
+
+
+def _show_last_value(tree: ast.Module) -> None:
+    """A block ending in a bare expression prints its value, as a notebook cell shows it: the
+    model often ends with `f(997, 1000)` and no print, then guesses the number it never saw.
+    A value of None (what `print(...)` returns) prints nothing more."""
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr):
+        return
+    name = "_fnforge_last_value"
+    shown = ast.If(
+        test=ast.Compare(left=ast.NamedExpr(target=ast.Name(name, ast.Store()), value=last.value),
+                         ops=[ast.IsNot()], comparators=[ast.Constant(None)]),
+        body=[ast.Expr(ast.Call(ast.Name("print", ast.Load()), [ast.Name(name, ast.Load())], []))],
+        orelse=[])
+    tree.body[-1] = ast.copy_location(shown, last)
+    ast.fix_missing_locations(tree)
 
 
 def _code_traceback(exc: BaseException) -> str:
