@@ -97,6 +97,9 @@ def test_run_reports_the_exit_code_and_traceback(sandbox: Sandbox) -> None:
     typo = sandbox.run("x = 1\nn = 7 * k + 3 for k in range(10)\n")
     assert "SyntaxError" in typo.stderr and "child.py" not in typo.stderr
     assert "n = 7 * k + 3 for k in range(10)" in typo.stderr
+    sabotage = sandbox.run("import linecache\nlinecache.cache['<code>'] = 5\n"
+                           "raise ValueError('x')\n")  # what the traceback reads, broken
+    assert sabotage.error is not None and sabotage.error.type == "ValueError"  # still reported
     exited = sandbox.run("import sys\nsys.exit(3)\n")
     assert exited.exit_code == 3 and not exited.ok
     assert sandbox.run("raise SystemExit(0)").exit_code == 0

@@ -252,13 +252,13 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
             # the block's lines for its traceback (this process ends with the call)
             linecache.cache["<code>"] = (len(request["code"]), None,
                                          request["code"].splitlines(True), "<code>")
-            exec(_library_kept(request["code"], fns), namespace)
+            exec(_compiled_block(request["code"], fns), namespace)
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))
         return {"ok": status == 0, "value": None, "error": error}, status
     except BaseException as exc:
-        tb = _code_traceback(exc) if op == "run" else traceback.format_exc()
+        tb = _traceback(exc, op == "run")
         if op == "run":
             with contextlib.suppress(Exception):
                 sys.stderr.write(tb)
@@ -280,8 +280,16 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
     return {"ok": True, "value": converted, "error": None}, 0
 
 
-def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
-    """The code block compiled so that the library's functions stay the ones its names call.
+def _compiled_block(source: str, functions: list[dict[str, Any]]) -> Any:
+    """A code block compiled as the model means it: the library kept, the last value shown."""
+    tree = ast.parse(source, "<code>")
+    _keep_library(tree, functions)
+    _show_last_value(tree)
+    return compile(tree, "<code>", "exec")
+
+
+def _keep_library(tree: ast.Module, functions: list[dict[str, Any]]) -> None:
+    """The block left so that the library's functions stay the ones its names call.
     Small models re-define a function they were given (sometimes wrongly), or import it from
     where they guess it lives (`from sympy import count_divisors`: an ImportError, or another
     function of that name), instead of calling it. So a top-level `def` with the library's own
@@ -289,7 +297,6 @@ def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
     block is told so on its stdout. A def with other parameters is the model's own helper that
     happens to share a name (`def gcd(a, b)` beside a library `gcd(numbers)`) and is kept, as
     is an import under another name."""
-    tree = ast.parse(source, "<code>")
     library = {fn["name"]: _parameters(fn["code"], fn["name"]) for fn in functions}
     skipped: list[str] = []
     body: list[ast.stmt] = []
@@ -309,8 +316,6 @@ def _library_kept(source: str, functions: list[dict[str, Any]]) -> Any:
         tree.body = body
         print(f"note: {', '.join(dict.fromkeys(skipped))} already defined by the library; your "
               "definition or import of it was not used")
-    _show_last_value(tree)
-    return compile(tree, "<code>", "exec")
 
 
 def _show_last_value(tree: ast.Module) -> None:
@@ -328,6 +333,16 @@ def _show_last_value(tree: ast.Module) -> None:
         orelse=[])
     tree.body[-1] = ast.copy_location(shown, last)
     ast.fix_missing_locations(tree)
+
+
+def _traceback(exc: BaseException, block: bool) -> str:
+    """The traceback to report (a code block's from its own frames on). Formatting reads
+    linecache, which the code was free to change: if that breaks it, the exception's own lines
+    are reported rather than none."""
+    try:
+        return _code_traceback(exc) if block else traceback.format_exc()
+    except Exception:
+        return "".join(traceback.format_exception_only(type(exc), exc))
 
 
 def _code_traceback(exc: BaseException) -> str:
