@@ -282,8 +282,9 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         result.turns = turn
         result.prompt_tokens += reply.prompt_tokens
         result.completion_tokens += reply.completion_tokens
-        messages.append(_assistant_message(reply))
-        text = str(messages[-1].get("content") or "")
+        message = _assistant_message(reply)
+        messages.append(message)
+        text = str(message.get("content") or "")
         if reply.tool_calls:
             for call in reply.tool_calls:
                 result.tool_calls += 1

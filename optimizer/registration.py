@@ -107,7 +107,7 @@ def register_for_episode(functions: Iterable[FunctionSpec], sandbox: Vetter,
 
 
 _WORD = re.compile(r"[a-z]+")
-_STOP = frozenset(_WORD.findall(  # function words, and the words every math problem uses
+_STOP_WORDS = frozenset(_WORD.findall(  # function words, and the words every math problem uses
     "an and are as at be by each every for from given how if in is it its many much of on or "
     "that the their them then there these this to what when where which with "
     "integer integers number numbers positive negative real whole value values find compute"))
@@ -117,7 +117,7 @@ def _terms(text: str) -> set[str]:
     """Lower-case words of a text, a plural's final s dropped, names split at underscores."""
     words = _WORD.findall(text.lower().replace("_", " "))
     return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-            for w in words if w not in _STOP and len(w) > 1}
+            for w in words if w not in _STOP_WORDS and len(w) > 1}
 
 
 def relevant(functions: Sequence[FunctionSpec], task: str, limit: int) -> tuple[FunctionSpec, ...]:
