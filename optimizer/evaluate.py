@@ -213,12 +213,15 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                     record["result"]["problem_id"] in wanted:
                 result = ConversationResult.from_dict(record["result"])
                 results[(arm, result.problem_id)] = result
+        # No function: the library arm's prompt IS the base arm's (no block, no tools), so its
+        # conversations are the base arm's, not a second sample of the server's noise.
+        solved = ARMS if functions else ("base",)
         todo = [Episode(p, arms[arm], arm)
-                for start in range(0, len(problems), ARM_BLOCK) for arm in ARMS
+                for start in range(0, len(problems), ARM_BLOCK) for arm in solved
                 for p in problems[start:start + ARM_BLOCK] if (arm, p.id) not in results]
         with progress_bar(console) as progress:
-            task = progress.add_task("evaluation", total=2 * len(problems),
-                                     completed=2 * len(problems) - len(todo),
+            total = len(solved) * len(problems)
+            task = progress.add_task("evaluation", total=total, completed=total - len(todo),
                                      stats=_running(results))
             for episode, result in session.backend.solve_all(todo, config.episode):
                 arm = episode.tag
@@ -232,6 +235,9 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                                    "eval-journal.jsonl")
                 run.record_left_out(result, arm=arm)
                 progress.update(task, advance=1, stats=_running(results))
+    if not functions:
+        results.update({("library", pid): r for (arm, pid), r in list(results.items())
+                        if arm == "base"})
     rows = summarise(problems, {k: r.correct for k, r in results.items()})
     by_arm = {arm: [r for (a, _), r in results.items() if a == arm] for arm in ARMS}
     report: dict[str, Any] = {
@@ -246,6 +252,9 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                          "max_tokens": config.episode.max_tokens,
                          "seconds": config.episode.seconds}}
     run.write_json("eval.json", report)
+    if not functions:
+        console.print("[yellow]the library has no function[/]: both arms are the same "
+                      "conversations (solved once), so the gain is 0 by construction")
     console.print(_table(rows))
     if report["rows"]:
         overall = report["rows"][-1]  # the figures eval.json keeps, not computed again

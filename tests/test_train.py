@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from optimizer.conversation import STOP, ConversationResult, EpisodeSettings, solve
+from optimizer.conversation import STOP, ConversationResult, EpisodeSettings, solve, task_of
 from optimizer.evaluate import evaluate, mcnemar_exact, wilson
 from optimizer.libraries import vetted_library
 from optimizer.math import Grader, Problem
@@ -357,3 +357,24 @@ def test_one_baseline_serves_every_library_an_evaluation_compares(
     assert again and all(again)  # only the new library's arm is solved again
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["rows"][-1]["n"] == 3
+
+
+def test_an_empty_library_is_its_baseline_solved_once_with_no_gain(
+        tmp_path: Path, server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch,
+        sandbox: Sandbox) -> None:
+    """With no function the library arm's prompt is the base arm's: solving it again would only
+    sample the server's noise (and double the cost of `make eval` after a run that kept none)."""
+    config = load_run_config(write_config(tmp_path, server))
+    problems = [Problem(id=p["id"], question=p["question"], answer=p["answer"],
+                        subject=p["type"], level=None, source="test") for p in PROBLEMS[:3]]
+    before = len(server.requests)
+    report = evaluate(config, problems, vetted_library([], sandbox), tmp_path / "eval",
+                      client=client_for(server, monkeypatch), sandbox=sandbox)
+    first_turns = [r for r in server.requests[before:]
+                   if sum(m["role"] == "user" for m in r["messages"]) == 1]
+    assert sorted(task_of(r["messages"][1]["content"]) for r in first_turns) == \
+        sorted(p.question for p in problems)  # each problem once
+    overall = report["rows"][-1]
+    assert overall["n"] == 3 and overall["gain"] == 0.0
+    assert overall["discordant"] == {"library_only": 0, "base_only": 0}
+    assert report["functions"] == [] and report["compute"]["library"]["conversations"] == 3
