@@ -28,6 +28,7 @@ from sandbox import FunctionSpec, Sandbox
 from .conftest import make_spec
 
 ORACLE = Path(__file__).resolve().parents[1] / "libraries" / "number-theory.toml"
+COUNTING = ORACLE.with_name("counting.toml")
 
 
 def problem(i: int, question: str, subject: str = "Number Theory") -> Problem:
@@ -159,6 +160,26 @@ def test_the_oracle_library_passes_vetting_and_answers_real_problems(sandbox: Sa
     assert sandbox.call(spec["crt"], {"remainders": [1, 2, 3], "moduli": [5, 7, 9]}).value == 156
     assert sandbox.call(spec["power_mod"], {"base": 3, "exponent": 2004, "modulus": 10}).value == 1
     assert sandbox.call(spec["solve_congruence"], {"a": 4, "b": 6, "modulus": 10}).value == [4, 9]
+
+
+def test_the_counting_oracle_passes_vetting_and_answers_real_problems(sandbox: Sandbox) -> None:
+    library = vetted_library(read_function_file(COUNTING), sandbox, "oracle")
+    spec = {s.name: s for s in library.specs()}
+
+    def call(name: str, **args: Any) -> Any:
+        return sandbox.call(spec[name], args).value
+
+    assert call("letter_arrangements", word="MISSISSIPPI") == 34650
+    assert call("circular_arrangements", n=5, flips_same=True) == 12  # five keys on a keychain
+    assert call("distributions", balls=4, boxes=3, balls_distinct=True,
+                boxes_distinct=False) == 14  # 1 + 7 + 6 (Stirling numbers)
+    assert call("distributions", balls=7, boxes=4, balls_distinct=False, boxes_distinct=False,
+                empty_allowed=False) == 3  # 4+1+1+1, 3+2+1+1, 2+2+2+1
+    assert call("distributions", balls=6, boxes=3, balls_distinct=False, boxes_distinct=True,
+                empty_allowed=False) == 10  # C(5, 2)
+    assert call("derangements", n=6) == 265
+    assert call("factorial_trailing_zeros", n=1000) == 249
+    assert call("choose", n=1293, k=1) == 1293 and call("ordered_selections", n=11, k=3) == 990
 
 
 def test_a_function_file_with_problems_is_refused_with_one_clear_message(

@@ -28,7 +28,7 @@ from optimizer.runconfig import (
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["small.toml", "paper.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
 def test_the_shipped_configs_load(name: str) -> None:
     config = load_run_config(CONFIGS / name)
     assert config.train.epochs >= 1 and config.sandbox.pool_size >= 1
