@@ -26,12 +26,11 @@ The history is OpenAI messages, the form the optimizer reads.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -60,7 +59,6 @@ __all__ = [
     "ConversationResult",
     "EpisodeSettings",
     "Executor",
-    "library_calls",
     "solve",
     "user_turn",
 ]
@@ -172,49 +170,6 @@ def task_of(first_user_turn: str) -> str:
     return first_user_turn[head + 2 + len(_PROBLEM_HEAD):] if head >= 0 else first_user_turn
 
 
-def library_calls(code: str, names: Sequence[str] | Mapping[str, Sequence[str]]
-                  ) -> dict[str, int]:
-    """How often a code block calls each library name: calls of the bare name, unless the
-    block binds the name itself where the runner keeps that binding (an assignment, `import m
-    as NAME`, `from m import x as NAME`, or a def with other parameters than the library's;
-    `names` may map each name to its parameters). The block is parsed, never run; unparseable
-    code is counted by its text."""
-    params: Mapping[str, Sequence[str] | None] = \
-        names if isinstance(names, Mapping) else dict.fromkeys(names)
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return _library_calls_by_text(code, list(params))
-    bound: set[str] = set()
-    counts: dict[str, int] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-                node.func.id in params:
-            counts[node.func.id] = counts.get(node.func.id, 0) + 1
-        elif isinstance(node, ast.Import):
-            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):  # the runner leaves out `from m import NAME`
-            bound |= {a.asname for a in node.names if a.asname is not None}
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            bound.add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in params:
-            own = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
-            expected = params[node.name]
-            if expected is not None and own != list(expected):
-                bound.add(node.name)  # the model's own function, not the library's
-    return {n: c for n, c in counts.items() if n not in bound}
-
-
-def _library_calls_by_text(code: str, names: Sequence[str]) -> dict[str, int]:
-    counts = {}
-    for name in names:
-        calls = len(re.findall(rf"(?<![\w.]){re.escape(name)}\s*\(", code))
-        defs = len(re.findall(rf"\bdef\s+{re.escape(name)}\s*\(", code))
-        if calls - defs > 0:
-            counts[name] = calls - defs
-    return counts
-
-
 def solve(problem: Problem, *, client: LLMClient, sandbox: Executor,
           functions: Sequence[FunctionSpec], grader: Grader,
           settings: EpisodeSettings = DEFAULT_EPISODE,
@@ -237,7 +192,6 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
     registration = register_for_episode(functions, sandbox, settings.library_as).for_task(
         problem.question, settings.library_shown or None)
     by_name = {s.name: s for s in registration.functions}
-    parameters = {n: list(s.parameters.get("properties", {})) for n, s in by_name.items()}
     tools = registration.tools()
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -295,13 +249,14 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
         elif blocks := CODE_FENCE.findall(text):
             result.code_blocks += 1
             code = "\n\n".join(blocks)
-            for name, times in library_calls(code, parameters).items():
-                used(name, times)
             try:
                 run = sandbox.run(code, list(by_name.values()), timeout=settings.call_timeout)
             except InvalidArguments as exc:  # e.g. a block over the request size limit
                 messages.append({"role": "user", "content": f"error: {exc}"[:OUTPUT_CHARS]})
                 continue
+            for name, times in run.calls.items():  # what the block called, as it ran
+                if name in by_name and times:
+                    used(name, times)
             record(call_data(CODE_BLOCK, code, run))
             check(run)
             messages.append({"role": "user", "content": _run_output(run)})

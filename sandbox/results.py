@@ -77,6 +77,10 @@ class CallResult:
 @dataclass(frozen=True)
 class RunResult(CallResult):
     """One code block, run the way an agent's executor runs it. `exit_code` is the process's
-    own exit status as the runner measured it (negative: killed by that signal)."""
+    own exit status as the runner measured it (negative: killed by that signal); `calls`, the
+    library functions the block called."""
 
     exit_code: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+    """How often the block called each library function it was given (the block's own
+    process counts them: like `value`, a claim of the code's, checked only for its shape)."""

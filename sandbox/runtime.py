@@ -43,6 +43,7 @@ from .limits import DEFAULT_LIMITS, SANDBOX_UID, Limits
 from .paths import cache_dir
 from .policy import policy_for_runner
 from .results import AuditEvent, CallResult, ErrorInfo, ErrorKind, RunResult
+from .runner.protocol import checked_calls
 from .schema import validate_arguments
 from .spec import FunctionSpec
 from .text import container_text, container_value
@@ -663,6 +664,10 @@ def _checked(answer: dict[str, Any], op: str, limits: Limits) -> dict[str, Any]:
         if isinstance(code, bool) or not isinstance(code, int) or not -64 <= code <= 255:
             raise broken("exit_code is not a process exit status")
         out["exit_code"] = code
+        calls = checked_calls(answer.get("calls", {}))
+        if calls is None:
+            raise broken("calls is not a bounded map of library names to counts")
+        out["calls"] = calls
     return out
 
 

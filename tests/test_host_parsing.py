@@ -25,7 +25,7 @@ VALID: dict[str, Any] = {
     "id": 1, "ok": True, "value": [1, {"a": 2}], "stdout": "out", "stderr": "",
     "stdout_truncated": False, "stderr_truncated": False, "timed_out": False,
     "oom_killed": False, "duration_ms": 1.5, "audit": [{"event": "open", "detail": "/x"}],
-    "error": None, "exit_code": 0,
+    "error": None, "exit_code": 0, "calls": {"power_mod": 2},
 }
 NASTY: list[Any] = [None, True, -1, 2**70, 1.5, "", "x" * 70000, [], {}, [[[]]], {"kind": 1},
                     {"kind": "exception", "type": 5}, {"kind": "nope", "type": "", "message": ""},
@@ -59,6 +59,15 @@ def test_mutated_answers_are_accepted_or_refused_never_crash(op: str) -> None:
         assert fields["error"] is None or isinstance(fields["error"].kind, ErrorKind)
     assert refused > 1000 and accepted > 10  # both paths were exercised
     assert _checked(VALID, op, DEFAULT_LIMITS)["value"] == [1, {"a": 2}]
+
+
+@pytest.mark.parametrize("calls", [[], {"a b": 1}, {"f": -1}, {"f": True}, {"f": 1.0},
+                                   {"f": 10 ** 10}, {f"f{i}": 1 for i in range(65)}])
+def test_a_code_blocks_library_calls_are_only_a_bounded_map_of_names_to_counts(
+        calls: Any) -> None:
+    assert _checked(VALID, "run", DEFAULT_LIMITS)["calls"] == {"power_mod": 2}
+    with pytest.raises(SandboxBroken, match="calls"):
+        _checked({**VALID, "calls": calls}, "run", DEFAULT_LIMITS)
 
 
 FAKE_RUNNER = r"""

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from optimizer.conversation import library_calls, task_of, user_turn
+from optimizer.conversation import task_of, user_turn
 from optimizer.errors import ConfigError, DatasetError
 from optimizer.evaluate import detectable_effect, mcnemar_exact, paired_difference_ci
 from optimizer.libraries import read_function_file, vetted_library
@@ -116,13 +116,21 @@ def test_the_problem_comes_after_the_library_block_and_is_found_again() -> None:
     assert usage_example(make_spec("def f(x):\n    return x\n")) == ""  # no test, no example
 
 
-def test_library_calls_are_counted_in_code_but_definitions_are_not() -> None:
+def test_a_block_reports_the_library_calls_it_made_as_it_ran(sandbox: Sandbox) -> None:
+    lcm = make_spec("def lcm(a, b):\n    import math\n    return a * b // math.gcd(a, b)\n")
     code = ("from math import gcd as g\ndef lcm(a, b):\n    return a * b // g(a, b)\n"
-            "print(lcm(4, 6), lcm (2, 3), math.lcm(1, 2), my_lcm(3))")
-    assert library_calls(code, ["lcm", "gcd", "to_base"]) == {"lcm": 2}
-    # an import of a library name is left out by the runner: the call is the library's
-    assert library_calls("from sympy import gcd\nprint(gcd([4, 6]))", ["gcd"]) == {"gcd": 1}
-    assert library_calls("from sympy import gcd as gcd\nprint(gcd(4, 6))", ["gcd"]) == {}
+            "print(lcm(4, 6), lcm (2, 3), list(map(lcm, [2, 3], [5, 7])))\n"
+            "lcm = 7\nprint(lcm)")
+    run = sandbox.run(code, [lcm])  # its own def of lcm is the library's; passed to map too
+    assert run.ok and run.stdout.splitlines()[-2:] == ["12 6 [10, 21]", "7"]
+    assert run.calls == {"lcm": 4}
+    failed = sandbox.run("print(lcm(2, 3))\n1 / 0", [lcm])  # calls made before an error count
+    assert not failed.ok and failed.calls == {"lcm": 1}
+    assert sandbox.run("print(lcm(2, 3)", [lcm]).calls == {}  # a block that never ran
+    assert sandbox.run("print(2)", []).calls == {}
+    wrong = sandbox.run("print(lcm(4))", [lcm])  # the counting is not in its traceback
+    assert "print(lcm(4))" in wrong.stderr and "counted" not in wrong.stderr
+    assert "missing 1 required positional argument" in wrong.stderr
 
 
 def test_a_code_block_that_redefines_a_library_function_runs_the_library_version(
@@ -130,12 +138,29 @@ def test_a_code_block_that_redefines_a_library_function_runs_the_library_version
     code = "def add(a, b):\n    return a - b  # the model's own, wrong\n\nprint(add(2, 3))"
     run = sandbox.run(code, [ADD])
     assert run.ok, run
-    assert run.stdout.splitlines()[-1] == "5"
+    assert run.stdout.splitlines()[-1] == "5" and run.calls == {"add": 1}
     assert "already defined by the library" in run.stdout
     assert sandbox.run(code, []).stdout.strip() == "-1"  # without a library it is the model's
+
+
+def test_an_import_of_a_library_name_means_the_module_when_the_module_has_it(
+        sandbox: Sandbox) -> None:
     guessed = "from sympy import add, factorint\nprint(add(a=2, b=3), factorint(12))"
     run = sandbox.run(guessed, [ADD])  # sympy has no `add`: the library's is the one meant
-    assert run.ok and "5 {2: 2, 3: 1}" in run.stdout and "import of it was not used" in run.stdout
+    assert run.ok and "5 {2: 2, 3: 1}" in run.stdout and run.calls == {"add": 1}
+    crt = make_spec("def crt(remainders, moduli):\n    return 0\n")
+    real = ("from sympy.ntheory.modular import crt\nx, m = crt([3, 5, 7], [2, 3, 2])\n"
+            "print(x, m)")
+    run = sandbox.run(real, [crt])  # sympy's crt, as the model wrote, not the library's
+    assert run.ok and run.stdout.strip() == "23 105" and run.calls == {}
+    inner = ("def f():\n    from functions import add\n    return add(a=1, b=1)\n"
+             "from . import add\nprint(f(), add(a=2, b=2))")
+    run = sandbox.run(inner, [ADD])  # a guessed module anywhere, a relative import
+    assert run.ok and run.stdout.strip() == "2 4" and run.calls == {"add": 2}
+    star = "from sympy import *\nprint(isprime(7), divisors(6))"
+    run = sandbox.run(star, [make_spec("def isprime(n):\n    return 'mine'\n")])
+    assert run.ok and run.stdout.strip() == "mine [1, 2, 3, 6]"  # a star import keeps it
+    assert run.calls == {"isprime": 1}
 
 
 def test_library_use_counts_conversations_offered_a_library() -> None:
@@ -246,8 +271,7 @@ def test_a_def_with_other_parameters_is_the_models_own_and_is_kept(sandbox: Sand
     code = "def add(x):\n    return x * 10\n\nprint(add(4))"
     run = sandbox.run(code, [ADD])
     assert run.ok and run.stdout.strip() == "40" and "library" not in run.stdout
-    assert library_calls(code, {"add": ["a", "b"]}) == {}  # not a library call either
-    assert library_calls("print(add(1, 2))", {"add": ["a", "b"]}) == {"add": 1}
+    assert run.calls == {}  # not a library call either
 
 
 def test_a_pattern_of_your_own_runs_in_linear_time() -> None:

@@ -111,6 +111,10 @@ def test_a_block_ending_in_an_expression_prints_its_value_like_a_notebook(
     assert sandbox.run("print('once')\n").stdout == "once\n"  # print's None is not shown
     assert sandbox.run("import math\nmath.gcd(12, 18)  # the answer\n").stdout == "6\n"
     assert sandbox.run("y = 1\n").stdout == "" and sandbox.run("None").stdout == ""
+    # a block that prints for itself is not followed by a stray value its answer is taken for
+    main = "def main():\n    print(45)\n    return 0\n\nmain()\n"
+    assert sandbox.run(main).stdout == "45\n"
+    assert sandbox.run("import sys\nsys.stdout.write('24\\n')").stdout == "24\n"
     failing = sandbox.run("1 / 0\n")
     assert "line 1, in <module>\n    1 / 0" in failing.stderr  # its own line, not the wrapper's
 

@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 import audit_hook
 import guards
 import seccomp
+from protocol import MAX_CALLED
 
 __all__ = ["COMPILE_WARM_UP", "SPARE_READY", "WARM_UP", "ZYGOTE_GENERATORS", "child_main",
            "find_generators", "prefault", "reseed_generators", "state_digest", "to_json_value"]
@@ -236,6 +237,7 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
                 "block_prefixes": rules.get("code_block_blocked_prefixes", [])}}
         audit_hook.install_audit_hook(policy, emit)
     value: Any = None
+    calls: dict[str, int] = {}  # a code block's calls of each library function
     try:
         if failed is not None:
             raise failed
@@ -245,10 +247,11 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
                                         compiled[0])
             value = func(**request["args"])
         else:  # run
-            namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-            for fn, code in zip(fns, compiled, strict=True):
-                namespace[fn["name"]] = guards.load_function(fn["code"], fn["name"], policy,
-                                                             True, code)
+            library = {fn["name"]: _counted(fn["name"], guards.load_function(
+                fn["code"], fn["name"], policy, True, code), calls)
+                for fn, code in zip(fns, compiled, strict=True)}
+            namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__,
+                                         **library, LIBRARY: library}
             # the block's lines for its traceback (this process ends with the call)
             linecache.cache["<code>"] = (len(request["code"]), None,
                                          request["code"].splitlines(True), "<code>")
@@ -256,16 +259,16 @@ def _execute(request: dict[str, Any], policy: dict[str, Any], limits: dict[str, 
     except SystemExit as exc:
         status = _exit_status(exc.code)
         error = None if status == 0 else _error("SystemExit", str(exc.code))
-        return {"ok": status == 0, "value": None, "error": error}, status
+        return _with_calls(op, calls, {"ok": status == 0, "value": None, "error": error}), status
     except BaseException as exc:
         tb = _traceback(exc, op == "run")
         if op == "run":
             with contextlib.suppress(Exception):
                 sys.stderr.write(tb)
-        return {"ok": False, "value": None,
-                "error": _error(type(exc).__name__, _safe_str(exc), tb)}, 1
+        return _with_calls(op, calls, {"ok": False, "value": None,
+                                       "error": _error(type(exc).__name__, _safe_str(exc), tb)}), 1
     if op == "run":
-        return {"ok": True, "value": None, "error": None}, 0
+        return _with_calls(op, calls, {"ok": True, "value": None, "error": None}), 0
     try:
         converted = to_json_value(value)
         size = len(json.dumps(converted, allow_nan=False))
@@ -289,41 +292,103 @@ def _compiled_block(source: str, functions: list[dict[str, Any]]) -> Any:
 
 
 def _keep_library(tree: ast.Module, functions: list[dict[str, Any]]) -> None:
-    """The block left so that the library's functions stay the ones its names call.
-    Small models re-define a function they were given (sometimes wrongly), or import it from
-    where they guess it lives (`from sympy import count_divisors`: an ImportError, or another
-    function of that name), instead of calling it. So a top-level `def` with the library's own
-    parameters and a `from ... import` of a library name (without `as`) are left out, and the
-    block is told so on its stdout. A def with other parameters is the model's own helper that
-    happens to share a name (`def gcd(a, b)` beside a library `gcd(numbers)`) and is kept, as
-    is an import under another name."""
+    """The block changed only where it would lose the library the model was told it has.
+    Small models re-define a function they were given (sometimes wrongly): a top-level `def`
+    with the library's own parameters is left out, and the block is told so on its stdout (a
+    def with other parameters is the model's own helper that shares a name, and is kept).
+    They also import it from where they guess it lives (`from sympy import count_divisors`):
+    an import of a library name is kept when it works (`from sympy import gcd` means sympy's
+    gcd, whatever the library's `gcd` is) and falls back to the library's function when it
+    fails; a star import does not replace the library's names."""
     library = {fn["name"]: _parameters(fn["code"], fn["name"]) for fn in functions}
-    skipped: list[str] = []
-    body: list[ast.stmt] = []
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
-                node.name in library and _arg_names(node) == library[node.name]:
-            skipped.append(node.name)
-            continue
-        if isinstance(node, ast.ImportFrom):
-            kept = [a for a in node.names if a.asname is not None or a.name not in library]
-            skipped += [a.name for a in node.names if a not in kept]
-            if not kept:
-                continue
-            node.names = kept
-        body.append(node)
+    skipped = [node.name for node in tree.body
+               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+               and node.name in library and _arg_names(node) == library[node.name]]
+    tree.body = [node for node in tree.body
+                 if not (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                         and node.name in skipped)]
+    _LibraryImports(set(library)).visit(tree)
+    ast.fix_missing_locations(tree)
     if skipped:
-        tree.body = body
         print(f"note: {', '.join(dict.fromkeys(skipped))} already defined by the library; your "
-              "definition or import of it was not used")
+              "definition of it was not used")
+
+
+LIBRARY = "_fnforge_library"
+"""The block's name for the library's functions (name -> function), where a failed import of a
+library name and a star import take them back from."""
+
+
+class _LibraryImports(ast.NodeTransformer):
+    """`from m import NAME` of a library name, anywhere: `try: from m import NAME` with the
+    library's NAME on ImportError; `from m import *`: followed by the library's names again."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:
+        if any(a.name == "*" for a in node.names):
+            return [node, *(ast.copy_location(_from_library(n), node) for n in sorted(self.names))]
+        guessed = [a for a in node.names if a.asname is None and a.name in self.names]
+        if not guessed:
+            return node
+        rest = [a for a in node.names if a not in guessed]
+        out: list[ast.stmt] = [ast.ImportFrom(node.module, rest, node.level)] if rest else []
+        for alias in guessed:
+            out.append(ast.Try(
+                body=[ast.ImportFrom(node.module, [ast.alias(alias.name)], node.level)],
+                handlers=[ast.ExceptHandler(ast.Name("ImportError", ast.Load()), None,
+                                            [_from_library(alias.name)])],
+                orelse=[], finalbody=[]))
+        return [ast.copy_location(n, node) for n in out]
+
+
+def _from_library(name: str) -> ast.stmt:
+    """`NAME = _fnforge_library["NAME"]`"""
+    return ast.Assign([ast.Name(name, ast.Store())],
+                      ast.Subscript(ast.Name(LIBRARY, ast.Load()), ast.Constant(name),
+                                    ast.Load()))
+
+
+def _counted(name: str, func: Callable[..., Any], calls: dict[str, int]) -> Callable[..., Any]:
+    """The library function as the block sees it: each call is counted (what the block used
+    of its library, reported with its result)."""
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[name] = calls.get(name, 0) + 1
+        return func(*args, **kwargs)
+
+    counted.__name__ = counted.__qualname__ = name
+    counted.__doc__ = func.__doc__
+    counted.__wrapped__ = func  # type: ignore[attr-defined]  # inspect.signature follows it
+    return counted
+
+
+def _with_calls(op: str, calls: dict[str, int], report: dict[str, Any]) -> dict[str, Any]:
+    """A code block's report carries its library calls (a claim of the block's own process,
+    checked by the host like everything else in it)."""
+    if op != "run":
+        return report
+    try:
+        return {**report, "calls": {str(k): int(v) for k, v in list(calls.items())[:MAX_CALLED]}}
+    except Exception:  # the block was free to tamper with the dict
+        return {**report, "calls": {}}
+
+
+
+_PRINTERS = frozenset({"print", "pprint", "write", "display"})
 
 
 def _show_last_value(tree: ast.Module) -> None:
-    """A block ending in a bare expression prints its value, as a notebook cell shows it: the
-    model often ends with `f(997, 1000)` and no print, then guesses the number it never saw.
-    A value of None (what `print(...)` returns) prints nothing more."""
+    """A block that prints nothing and ends in a bare expression prints that value, as a
+    notebook cell shows it: the model often ends with `f(997, 1000)` and no print, then
+    guesses the number it never saw. A block that prints for itself is left alone (its
+    `main()` that returns 0 would add a last line "0" the model takes for the answer), and a
+    value of None prints nothing."""
     last = tree.body[-1] if tree.body else None
-    if not isinstance(last, ast.Expr):
+    if not isinstance(last, ast.Expr) or any(
+            isinstance(n, ast.Call) and (getattr(n.func, "id", None) in _PRINTERS
+                                         or getattr(n.func, "attr", None) in _PRINTERS)
+            for n in ast.walk(tree)):
         return
     name = "_fnforge_last_value"
     shown = ast.If(
@@ -350,7 +415,8 @@ def _code_traceback(exc: BaseException) -> str:
     tell the model nothing and cost it tokens (a SyntaxError keeps just its message)."""
     frames = traceback.extract_tb(exc.__traceback__)
     first = next((i for i, f in enumerate(frames) if f.filename == "<code>"), len(frames))
-    kept = traceback.StackSummary.from_list(frames[first:])
+    kept = traceback.StackSummary.from_list(  # not the runner's call counting between them
+        [f for f in frames[first:] if f.filename != __file__])
     head = ["Traceback (most recent call last):\n", *kept.format()] if kept else []
     return "".join(head + list(traceback.format_exception_only(type(exc), exc)))
 

@@ -12,7 +12,8 @@ import math
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "ErrorKind", "depth_within", "loads_bounded"]
+__all__ = ["MAX_CALLED", "MAX_DEPTH", "ErrorKind", "checked_calls", "depth_within",
+           "loads_bounded"]
 
 
 class ErrorKind(StrEnum):
@@ -79,3 +80,20 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text} is out of range for a JSON number")
     return value
+
+
+MAX_CALLED = 64
+"""Library functions a code block's report may name (its calls of each: `checked_calls`)."""
+
+
+def checked_calls(raw: object) -> dict[str, int] | None:
+    """A code block's claim of how often it called each library function, if well formed:
+    at most MAX_CALLED identifiers, each with a count from 0 to 10**9."""
+    if not isinstance(raw, dict) or len(raw) > MAX_CALLED:
+        return None
+    for name, times in raw.items():
+        if not (isinstance(name, str) and name.isidentifier() and len(name) <= 100) or \
+                isinstance(times, bool) or not isinstance(times, int) or \
+                not 0 <= times <= 10 ** 9:
+            return None
+    return dict(raw)

@@ -53,7 +53,7 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), "/opt/fnforge/lib"]
 import seccomp
 import zygote
 from child import SPARE_READY
-from protocol import ErrorKind, loads_bounded
+from protocol import ErrorKind, checked_calls, loads_bounded
 
 __all__ = [
     "HEAVY_SOURCE",
@@ -595,6 +595,7 @@ def respond(op: str, out: Outcome, limits: dict[str, Any], timeout: float) -> di
         response["ok"] = bool(result["ok"]) and error is None
         response["value"] = result["value"] if response["ok"] else None
     if op == "run":
+        response["calls"] = result["calls"] if result is not None else {}
         response["exit_code"] = exit_code if out.status is not None else -signal.SIGKILL
         if response["exit_code"] != 0 and error is None:
             error = _error(ErrorKind.CRASHED, "Crashed", f"exit status {response['exit_code']}")
@@ -642,13 +643,17 @@ def _audit_event(raw: Any) -> dict[str, str] | None:
 
 def _result(raw: Any) -> dict[str, Any] | None:
     """The process's claim, checked field by field: ok (bool), value (JSON), error (None or
-    type/message/traceback strings of bounded size, type an identifier)."""
-    if not isinstance(raw, dict) or set(raw) != {"ok", "value", "error"} or \
+    type/message/traceback strings of bounded size, type an identifier), and for a code block
+    its library calls (identifier -> count)."""
+    if not isinstance(raw, dict) or set(raw) - {"calls"} != {"ok", "value", "error"} or \
             not isinstance(raw["ok"], bool):
+        return None
+    calls = checked_calls(raw.get("calls", {}))
+    if calls is None:
         return None
     err = raw["error"]
     if err is None:
-        return {"ok": raw["ok"], "value": raw["value"], "error": None}
+        return {"ok": raw["ok"], "value": raw["value"], "error": None, "calls": calls}
     if not isinstance(err, dict) or set(err) - {"type", "message", "traceback"} or \
             not all(isinstance(err.get(k, ""), str) for k in ("type", "message", "traceback")):
         return None
@@ -657,7 +662,7 @@ def _result(raw: Any) -> dict[str, Any] | None:
         return None
     kind = ErrorKind.RESULT_INVALID if etype in ("ResultNotJSON", "ResultTooLarge") and \
         not raw["ok"] else ErrorKind.EXCEPTION
-    return {"ok": False, "value": None,
+    return {"ok": False, "value": None, "calls": calls,
             "error": _error(kind, etype, err.get("message", ""), err.get("traceback", ""))}
 
 
