@@ -13,12 +13,11 @@ journaled, so an interrupted evaluation resumes where it stopped.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,18 @@ from rich.table import Table
 from sandbox import FunctionLibrary, FunctionSpec, Sandbox, markup_safe
 
 from .backends import Backend, Episode
-from .conversation import PROMPT_VERSION, ConversationResult
+from .conversation import ConversationResult
 from .llm import LLMClient
 from .math import Problem
 from .runconfig import RunConfig
-from .session import RunDirectory, library_use, open_session, progress_bar, use_text
+from .session import (
+    RunDirectory,
+    episode_key,
+    library_use,
+    open_session,
+    progress_bar,
+    use_text,
+)
 
 __all__ = ["ARMS", "EvalRow", "detectable_effect", "evaluate", "mcnemar_exact", "summarise",
            "wilson"]
@@ -204,7 +210,7 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     with open_session(config, client=client, sandbox=sandbox, backend=backend) as session:
         model = session.client.config.role("assistant").model
         arms: dict[str, tuple[FunctionSpec, ...]] = {"base": (), "library": functions}
-        keys = {arm: _fingerprint(specs, config, model) for arm, specs in arms.items()}
+        keys = {arm: episode_key(specs, config.episode, model) for arm, specs in arms.items()}
         key = keys["library"]
         results: dict[tuple[str, str], ConversationResult] = {}
         for record in run.journal("eval-journal.jsonl"):
@@ -271,23 +277,6 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
                       f"that offered it; per function: "
                       f"{markup_safe(json.dumps(use['per_function']))}")
     return report
-
-
-_LIBRARY_ONLY = ("library_as", "library_shown")  # episode settings the base arm does not read
-
-
-def _fingerprint(functions: Sequence[FunctionSpec], config: RunConfig, model: str) -> str:
-    """What a journaled result was solved with: the exact specs, the episode settings and
-    prompts, the assistant's model (a resumed evaluation reuses only results of the same).
-    Without functions, how a library would be shown is left out: the base arm is solved the
-    same whatever library it is compared with, so one baseline serves every library."""
-    episode = asdict(config.episode)
-    if not functions:
-        for name in _LIBRARY_ONLY:
-            episode.pop(name)
-    data = json.dumps([[s.spec_hash for s in functions], episode, PROMPT_VERSION, model],
-                      sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def _compute(results: Sequence[ConversationResult]) -> dict[str, Any]:

@@ -9,27 +9,62 @@ backend choice, and the same things written for every episode (its left-out func
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sandbox import Sandbox, append_line, write_json_atomic
+from sandbox import FunctionSpec, Sandbox, append_line, image_tag, write_json_atomic
 
 from .backends import Backend, backend_for
-from .conversation import ConversationResult
+from .conversation import PROMPT_VERSION, ConversationResult, EpisodeSettings
 from .errors import ConfigError
 from .llm import LLMClient
 from .llm.config import resolve_llm_config
 from .math import Grader
 from .runconfig import RunConfig
 
-__all__ = ["RunDirectory", "Session", "library_use", "open_session", "progress_bar",
-           "use_text"]
+__all__ = ["RunDirectory", "Session", "episode_key", "library_use", "open_session",
+           "progress_bar", "use_text"]
+
+_LIBRARY_ONLY = ("library_as", "library_shown")  # episode settings a run without functions
+# does not read
+_HARNESS_SOURCES = ("conversation.py", "registration.py", "math/grading.py")
+
+
+@functools.cache
+def harness_version() -> str:
+    """What an episode is solved and graded with besides its settings: the prompts, the
+    messages and formats of the conversation loop, how functions are shown, the grader (their
+    sources), and the sandbox image (its runner rewrites and runs every code block)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(PROMPT_VERSION.encode())
+    for name in _HARNESS_SOURCES:
+        digest.update((here / name).read_bytes())
+    digest.update(image_tag().encode())
+    return digest.hexdigest()[:16]
+
+
+def episode_key(functions: Sequence[FunctionSpec], settings: EpisodeSettings,
+                model: str) -> str:
+    """What a journaled result was solved with: the exact specs, the episode settings, the
+    harness and the assistant's model. Only a result of the same key is ever reused (a resumed
+    evaluation, a baseline shared by two libraries, an epoch whose library did not change).
+    Without functions, how a library would be shown is left out: a run with no library is
+    solved the same whatever library it is compared with."""
+    episode = asdict(settings)
+    if not functions:
+        for name in _LIBRARY_ONLY:
+            episode.pop(name)
+    data = json.dumps([[s.spec_hash for s in functions], episode, harness_version(), model],
+                      sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 class RunDirectory:

@@ -22,6 +22,7 @@ The run directory (README, "Training"):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +44,14 @@ from .llm import LLMClient
 from .math import Split, family_rule, load_gsm8k, load_jsonl, load_math, load_math500, split
 from .prompts import PromptBudget
 from .runconfig import DataConfig, RunConfig, run_config_from_dict
-from .session import RunDirectory, library_use, open_session, progress_bar, use_text
+from .session import (
+    RunDirectory,
+    episode_key,
+    library_use,
+    open_session,
+    progress_bar,
+    use_text,
+)
 
 __all__ = ["RunDirectory", "TrainSummary", "make_split", "train"]
 
@@ -189,9 +197,20 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
            optimizer: AgentOptimizer, client: LLMClient, sandbox: Sandbox, backend: Backend,
            history: HistoryStore, console: Console) -> dict[str, Any]:
     """One epoch: train conversations (recorded), validation conversations (scored), a step."""
-    done = [r for r in run.journal() if r.get("epoch") == epoch]
+    journal = run.journal()
+    done = [r for r in journal if r.get("epoch") == epoch]
     functions = optimizer.library.specs()  # each episode registers what passes (registration.py)
+    key = episode_key(functions, config.episode, client.config.role("assistant").model)
+    # At temperature 0 an epoch whose library did not change (the step applied nothing) would
+    # solve every problem again to the same end: an earlier epoch's result of the same key is
+    # taken instead. Above 0, a new epoch is a new sample, and is solved.
+    earlier = {(r["phase"], r["result"]["problem_id"]): r for r in journal
+               if config.episode.temperature == 0 and r.get("key") == key
+               and r.get("epoch") != epoch}
     results: dict[str, list[ConversationResult]] = {"train": [], "validation": []}
+    void = 0  # episodes whose sandboxed call the engine lost every time: not counted, not
+    # journaled (a resumed run solves them again), never shown to the optimizer
+    reused_total = 0
     answers = {p.id: p.answer for p in the_split.train}  # proposals are checked against them
     for record in done:  # a resumed epoch: what was finished counts, and is not redone
         result = ConversationResult.from_dict(record["result"])
@@ -205,18 +224,29 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
     for phase, problems in phases:
         finished = {r.problem_id for r in results[phase]}
         todo = [p for p in problems if p.id not in finished]
+        reused = [earlier[(phase, p.id)] for p in todo if (phase, p.id) in earlier]
+        todo = [p for p in todo if (phase, p.id) not in earlier]
+        reused_total += len(reused)
         with progress_bar(console) as progress:
             task = progress.add_task(f"epoch {epoch}/{config.train.epochs} {phase}",
                                      total=len(problems), completed=len(finished),
                                      stats=_stats(results[phase]))
 
             episodes = [Episode(p, tuple(functions), phase) for p in todo]
-            for _, result in backend.solve_all(episodes, config.episode):
-                run.append_journal({"epoch": epoch, "phase": phase,
+            taken = [(ConversationResult.from_dict(r["result"]), r.get("reused_from") or r["epoch"])
+                     for r in reused]
+            solved = ((result, None) for _, result in backend.solve_all(episodes, config.episode))
+            for result, reused_from in itertools.chain(taken, solved):
+                if result.outcome == "sandbox_error":
+                    void += 1
+                    progress.update(task, advance=1)
+                    continue
+                run.append_journal({"epoch": epoch, "phase": phase, "key": key,
                                     "library_version": optimizer.library.version,
-                                    "result": result.to_dict()})
-                _record_conversation(history, phase, result)
-                run.record_left_out(result, epoch=epoch, phase=phase)
+                                    "reused_from": reused_from, "result": result.to_dict()})
+                if reused_from is None:  # a reused one's calls are in the history already
+                    _record_conversation(history, phase, result)
+                    run.record_left_out(result, epoch=epoch, phase=phase)
                 results[phase].append(result)
                 if phase == "train":
                     optimizer.record_one_conversation(result.messages,
@@ -233,13 +263,15 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
     line = (f"epoch {epoch}: train {_pct(train_acc)}, validation {_pct(val_acc)}"
             + (f", library used in {use['used']}/{use['offered']} conversations"
                if use["offered"] else "")
-            + f", step {decision}; library: {', '.join(optimizer.library.names()) or 'empty'}")
+            + f", step {decision}; library: {', '.join(optimizer.library.names()) or 'empty'}"
+            + (f"; {void} conversation(s) lost to the engine, not counted" if void else ""))
     console.print(markup_safe(line))
     return {"epoch": epoch, "train_accuracy": train_acc, "validation_accuracy": val_acc,
             "decision": decision, "best_score": optimizer.best_score,
             "functions_offered": [s.name for s in functions],
             "library_use": use,
-            "library_after": optimizer.library.names(),
+            "library_after": optimizer.library.names(), "void_episodes": void,
+            "reused_conversations": reused_total,
             "step": (vars(optimizer.history[-1]) if optimizer.history else None),
             "usage": client.usage_report()}
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,35 @@ def test_an_empty_library_is_its_baseline_solved_once_with_no_gain(
     assert overall["n"] == 3 and overall["gain"] == 0.0
     assert overall["discordant"] == {"library_only": 0, "base_only": 0}
     assert report["functions"] == [] and report["compute"]["library"]["conversations"] == 3
+
+
+def test_an_epoch_whose_library_did_not_change_reuses_the_conversations_it_would_repeat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    def idle(body: dict[str, Any]) -> Reply | None:  # an optimizer that never changes a thing
+        if "add_function" in {t["function"]["name"] for t in body.get("tools") or []}:
+            return tool_call("terminate", {"reason": "nothing to add"})
+        return respond(body)
+
+    def episodes_solved(since: int) -> int:
+        return sum(1 for r in server.requests[since:]
+                   if not r.get("tools") and sum(m["role"] == "user" for m in r["messages"]) == 1)
+
+    server = ScriptedLLM(responder=idle).start()
+    try:
+        config = load_run_config(write_config(tmp_path, server, epochs=3))
+        assert config.episode.temperature == 0
+        client = client_for(server, monkeypatch)
+        train(config, tmp_path / "run", client=client, sandbox=sandbox)
+        assert episodes_solved(0) == 6  # 2 train + 4 validation problems, in epoch 1 only
+        records = RunDirectory(tmp_path / "run").journal()
+        assert [r["reused_from"] for r in records if r["epoch"] > 1] == [1] * 12
+        metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        assert len({m["validation_accuracy"] for m in metrics}) == 1
+        assert [m["reused_conversations"] for m in metrics] == [0, 6, 6]
+        # above temperature 0 each epoch is a new sample: solved again
+        warm = replace(config, episode=replace(config.episode, temperature=0.5))
+        before = len(server.requests)
+        train(warm, tmp_path / "warm", client=client, sandbox=sandbox)
+        assert episodes_solved(before) == 18
+    finally:
+        server.stop()
