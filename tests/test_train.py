@@ -388,11 +388,12 @@ def test_an_epoch_whose_library_did_not_change_reuses_the_conversations_it_would
             return tool_call("terminate", {"reason": "nothing to add"})
         return respond(body)
 
-    def episodes_solved(since: int) -> int:
-        return sum(1 for r in server.requests[since:]
-                   if not r.get("tools") and sum(m["role"] == "user" for m in r["messages"]) == 1)
-
     server = ScriptedLLM(responder=idle).start()
+
+    def episodes_solved(since: int) -> int:
+        return len([r for r in server.requests[since:] if not r.get("tools")
+                    and [m["role"] for m in r["messages"]].count("user") == 1])
+
     try:
         config = load_run_config(write_config(tmp_path, server, epochs=3))
         assert config.episode.temperature == 0
