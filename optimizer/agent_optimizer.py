@@ -16,7 +16,9 @@ What differs from upstream, on purpose (each is a regression test):
   its schema; a removal or a roll-back takes a function out of both returned structures;
 - every add and revise is vetted (sandbox.vet) before it can be applied; a rejected proposal is
   never applied, and its findings go back to the model for a bounded number of retries;
-- a TERMINATE ends the step's actions; parallel tool calls never exceed max_actions_per_step;
+- a TERMINATE ends the step's actions, unless it came in the reply of a proposal that was
+  refused (written before the model read why: the refusal goes back to it first); parallel
+  tool calls never exceed max_actions_per_step;
 - step() with nothing recorded, and is_satisfied that is not a bool, are clear errors;
 - prompts are bounded (optimizer/prompts.py);
 - when conversations are recorded with their problems' known answers
@@ -311,16 +313,25 @@ class AgentOptimizer:
             if reply is None:
                 return
             outcomes: list[str] = []
+            refused = False  # a proposal of this reply was refused: its model has not seen why
             for action in reply.actions:
                 if slots_used >= self.max_actions_per_step:
                     self._emit("dropped", {"action": action_name(action),
                                            "why": "over max_actions_per_step"})
                     outcomes.append("Not applied: this step's action budget is used up.")
                     continue
+                if isinstance(action, Terminate) and refused:
+                    # written before the refusal: the model decides again once it has read it
+                    self._emit("dropped", {"action": "terminate",
+                                           "why": "in the same reply as a refused proposal"})
+                    outcomes.append("Not applied: read why the proposal above was refused; "
+                                    "fix it and propose it again, or terminate.")
+                    continue
                 if isinstance(action, Terminate):
                     self._emit("terminate", {"reason": action.reason})
                     return
                 applied, feedback = self._apply(action, slots_used + 1, tries + 1)
+                refused = refused or not applied
                 outcomes.append(feedback)
                 tries += 1
                 if applied or tries >= self.settings.retries_per_slot:

@@ -85,6 +85,24 @@ def test_terminate_ends_the_steps_actions(scripted_llm: ScriptedLLM,
     assert log.of("terminate")
 
 
+def test_a_terminate_beside_a_refused_proposal_waits_until_the_refusal_is_read(
+        scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """The embedded optimizer's usual reply: a proposal and a terminate together. Refused, the
+    proposal would end the step unfixed; the refusal goes back, and the fix is applied."""
+    wrong = {**fn("plus_one", "return n + 1", 3), "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}
+    scripted_llm.push(Reply(tool_calls=[("add_function", wrong),
+                                        ("terminate", {"reason": "done"})]),
+                      add("plus_one", "return n + 1", 3), tool_call("terminate", {"reason": "ok"}))
+    opt, log = optimizer(scripted_llm, monkeypatch, sandbox)
+    record(opt, False)
+    _, for_executor = opt.step()
+    assert sorted(for_executor) == ["plus_one"] and len(scripted_llm.requests) >= 2
+    assert "not a parameter of plus_one" in json.dumps(scripted_llm.requests[1]["messages"])
+    assert [e.data["why"] for e in log.of("dropped")] == [
+        "in the same reply as a refused proposal"]
+
+
 def test_parallel_calls_never_exceed_max_actions_per_step(
         scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
     calls = [("add_function", fn(f"f{i}", f"return n + {i}", 2 + i)) for i in range(5)]
