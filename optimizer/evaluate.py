@@ -16,7 +16,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -165,15 +165,41 @@ def _rejecting_count(m: int, alpha: float) -> int | None:
 
 
 def paired_difference_ci(n: int, library_only: int, base_only: int,
-                         z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wald interval of the paired accuracy difference (library minus base), from the
-    discordant counts."""
+                         alpha: float = 0.05) -> tuple[float, float]:
+    """95% interval of the paired accuracy difference (library minus base), exact and so in
+    agreement with the exact McNemar test (it excludes 0 exactly when p < alpha): a
+    Clopper-Pearson interval for the share of discordant pairs the library won, scaled by the
+    discordant share observed. With no discordant pair, +/- the largest discordant share
+    consistent with seeing none."""
     if n == 0:
         return (-1.0, 1.0)
-    d = (library_only - base_only) / n
-    var = ((library_only + base_only) / n - d * d) / n
-    half = z * math.sqrt(max(var, 0.0))
-    return (round(max(-1.0, d - half), 4), round(min(1.0, d + half), 4))
+    m = library_only + base_only
+    if m == 0:
+        most = 1 - (alpha / 2) ** (1 / n)
+        return (round(-most, 4), round(most, 4))
+    lo = 0.0 if library_only == 0 else _solve(
+        lambda p: _tail_at_least(library_only, m, p) - alpha / 2)
+    hi = 1.0 if library_only == m else _solve(
+        lambda p: alpha / 2 - (1 - _tail_at_least(library_only + 1, m, p)))
+    return (round(m / n * (2 * lo - 1), 4), round(m / n * (2 * hi - 1), 4))
+
+
+def _tail_at_least(k: int, m: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(m, p), 0 < p < 1, summed in log space (m may be large)."""
+    if k <= 0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    return min(1.0, sum(math.exp(math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1)
+                                 + i * log_p + (m - i) * log_q) for i in range(k, m + 1)))
+
+
+def _solve(f: Callable[[float], float]) -> float:
+    """The root in (0, 1) of f, increasing in p, by bisection."""
+    lo, hi = 1e-12, 1 - 1e-12
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def summarise(problems: Sequence[Problem],

@@ -246,6 +246,19 @@ def test_the_paired_interval_contains_the_observed_gain() -> None:
     lo, hi = paired_difference_ci(40, 10, 2)
     assert lo < 8 / 40 < hi and hi - lo < 0.5
     assert paired_difference_ci(0, 0, 0) == (-1.0, 1.0)
+    lo, hi = paired_difference_ci(150, 0, 0)  # every pair tied: not "exactly 0"
+    assert lo < 0 < hi and hi == -lo and 0.02 < hi < 0.03
+
+
+def test_the_paired_interval_agrees_with_the_exact_test() -> None:
+    """It excludes 0 exactly when McNemar's exact p is under 0.05 (a Wald interval printed
+    +1.8 to +31.6 points beside p = 0.125 for +4/-0 of 24)."""
+    for n in (24, 50, 150):
+        for b in range(0, 25):
+            for c in range(0, 25 - b):
+                lo, hi = paired_difference_ci(n, b, c)
+                assert lo - 1e-4 <= (b - c) / n <= hi + 1e-4  # rounded to 4 places
+                assert (lo > 0 or hi < 0) == (mcnemar_exact(b, c) < 0.05), (n, b, c)
 
 
 # -- what a hostile optimizer, assistant or user could try (a fresh-eye review's findings) ---------
