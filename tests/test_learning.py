@@ -12,6 +12,7 @@ import pytest
 from optimizer.conversation import task_of, user_turn
 from optimizer.errors import ConfigError, DatasetError
 from optimizer.evaluate import detectable_effect, mcnemar_exact, paired_difference_ci
+from optimizer.history import CODE_BLOCK, call_data
 from optimizer.libraries import read_function_file, vetted_library
 from optimizer.math import FAMILIES, Problem, family_rule, select, split
 from optimizer.registration import (
@@ -124,6 +125,7 @@ def test_a_block_reports_the_library_calls_it_made_as_it_ran(sandbox: Sandbox) -
     run = sandbox.run(code, [lcm])  # its own def of lcm is the library's; passed to map too
     assert run.ok and run.stdout.splitlines()[-2:] == ["12 6 [10, 21]", "7"]
     assert run.calls == {"lcm": 4}
+    assert call_data(CODE_BLOCK, code, run)["library_calls"] == {"lcm": 4}  # for reviewers
     failed = sandbox.run("print(lcm(2, 3))\n1 / 0", [lcm])  # calls made before an error count
     assert not failed.ok and failed.calls == {"lcm": 1}
     assert sandbox.run("print(lcm(2, 3)", [lcm]).calls == {}  # a block that never ran

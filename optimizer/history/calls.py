@@ -54,4 +54,5 @@ def call_data(function: str, args: Mapping[str, Any] | str | None, result: CallR
     }
     if isinstance(result, RunResult):
         data["exit_code"] = result.exit_code
+        data["library_calls"] = dict(result.calls)  # what the block called of its library
     return data
