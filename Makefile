@@ -51,7 +51,7 @@ train: install image model
 eval: install image model
 	$(PY) -m optimizer eval --run $(RUN)
 
-# The powered experiment (configs/experiment.toml, about 2-3 hours on 2 cores): train, evaluate
+# The powered experiment (configs/experiment.toml, 1-3 hours on 2 cores): train, evaluate
 # at least 150 paired problems, keep the figures under results/experiment with the commit and
 # the machine. Interrupted, it continues where it stopped.
 EXPERIMENT_RUN ?= runs/experiment
