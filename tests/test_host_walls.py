@@ -36,7 +36,7 @@ from optimizer.history.canonical import canonical_json
 from optimizer.history.html import render_html
 from optimizer.history.store import MAX_RECORD_CHARS
 from optimizer.prompts import PromptBudget, Recorded, quote_untrusted, untrusted_block, user_prompt
-from sandbox import CallResult, ErrorKind, FunctionSpec, Sandbox
+from sandbox import ErrorKind, FunctionSpec, RunResult, Sandbox
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.runtime import _checked
 from tests.scripted_llm import Reply, ScriptedLLM, client_for, text, tool_call
@@ -227,7 +227,7 @@ def test_the_answer_check_cleans_every_field_a_runner_could_forge() -> None:
               "error": {"kind": "exception", "type": "T" + bad, "message": "m" + bad * 150,
                         "traceback": "t" + bad}, "exit_code": 1}
     fields = _checked(answer, "run", DEFAULT_LIMITS)
-    result = CallResult(**{k: v for k, v in fields.items() if k != "exit_code"})
+    result = RunResult(**fields)
     _assert_host_safe(_strings(result.to_dict()))
     assert result.error is not None and len(result.error.message) <= 4000
     ok = {**answer, "ok": True, "error": None, "value": {bad: [bad, {"k": bad}]}}
