@@ -26,7 +26,6 @@ The history is OpenAI messages, the form the optimizer reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -48,7 +47,6 @@ from .history.calls import CODE_BLOCK, call_data
 from .llm import ChatResult, DeadlineExceeded, LLMClient
 from .math import Grader, Problem, extract_answer
 from .registration import (
-    LIBRARY_HEADER,
     EpisodeRegistration,
     LibraryPresentation,
     register_for_episode,
@@ -147,10 +145,6 @@ _ASK_LIBRARY = " Call the functions above where they fit."
 _PROBLEM_HEAD = "Problem: "
 """The instruction sits in the user turn, right before the problem: the 1.5B model follows
 instructions there far better than in the system turn (README, "Learning")."""
-PROMPT_VERSION = hashlib.sha256("\0".join(
-    (SYSTEM_PROMPT, _ASK, _ASK_LIBRARY, _PROBLEM_HEAD, LIBRARY_HEADER, *STOP)).encode()
-    ).hexdigest()[:12]
-"""Changes whenever what the assistant is told changes (a resumed evaluation must not mix)."""
 
 
 def user_turn(problem: Problem, registration: EpisodeRegistration) -> str:

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sandbox import FunctionSpec, Sandbox, append_line, image_tag, write_json_atomic
 
 from .backends import Backend, backend_for
-from .conversation import PROMPT_VERSION, ConversationResult, EpisodeSettings
+from .conversation import ConversationResult, EpisodeSettings
 from .errors import ConfigError
 from .llm import LLMClient
 from .llm.config import resolve_llm_config
@@ -42,9 +42,10 @@ _HARNESS_SOURCES = ("conversation.py", "registration.py", "math/grading.py")
 def harness_version() -> str:
     """What an episode is solved and graded with besides its settings: the prompts, the
     messages and formats of the conversation loop, how functions are shown, the grader (their
-    sources), and the sandbox image (its runner rewrites and runs every code block)."""
+    sources, where every prompt string lives), and the sandbox image (its runner rewrites and
+    runs every code block)."""
     here = Path(__file__).resolve().parent
-    digest = hashlib.sha256(PROMPT_VERSION.encode())
+    digest = hashlib.sha256()
     for name in _HARNESS_SOURCES:
         digest.update((here / name).read_bytes())
     digest.update(image_tag().encode())

@@ -287,6 +287,10 @@ def test_a_def_with_other_parameters_is_the_models_own_and_is_kept(sandbox: Sand
     run = sandbox.run(code, [ADD])
     assert run.ok and run.stdout.strip() == "40" and "library" not in run.stdout
     assert run.calls == {}  # not a library call either
+    both = ("def add(a, b):\n    return a - b\n\nx = add(a=2, b=3)\n\n"
+            "def add(x):\n    return x * 10\n\nprint(x, add(4))")
+    run = sandbox.run(both, [ADD])  # only the re-definition is left out, not the helper
+    assert run.ok and run.stdout.splitlines()[-1] == "5 40" and run.calls == {"add": 1}
 
 
 def test_a_pattern_of_your_own_runs_in_linear_time() -> None:

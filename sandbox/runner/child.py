@@ -301,12 +301,15 @@ def _keep_library(tree: ast.Module, functions: list[dict[str, Any]]) -> None:
     gcd, whatever the library's `gcd` is) and falls back to the library's function when it
     fails; a star import does not replace the library's names."""
     library = {fn["name"]: _parameters(fn["code"], fn["name"]) for fn in functions}
-    skipped = [node.name for node in tree.body
-               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-               and node.name in library and _arg_names(node) == library[node.name]]
-    tree.body = [node for node in tree.body
-                 if not (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-                         and node.name in skipped)]
+
+    def redefined(node: ast.stmt) -> str | None:  # the library name a def re-defines as is
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
+                node.name in library and _arg_names(node) == library[node.name]:
+            return node.name
+        return None
+
+    skipped = [name for node in tree.body if (name := redefined(node))]
+    tree.body = [node for node in tree.body if redefined(node) is None]
     _LibraryImports(set(library)).visit(tree)
     ast.fix_missing_locations(tree)
     if skipped:
