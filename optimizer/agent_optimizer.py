@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from copy import deepcopy
@@ -93,6 +94,8 @@ class OptimizerSettings:
     patience: int = 10  # early stop after this many steps without improvement (paper: 10)
     budget: PromptBudget = field(default_factory=PromptBudget)
     temperature: float | None = None  # None: the optimizer role's own (fnforge.toml)
+    retry_temperature: float | None = 0.8  # the tries after a refusal: a small model at its
+    # usual low temperature sent the refused function back unchanged (measured with the 1.5B)
     max_tokens: int | None = 1500  # one action, code included
     seed: int | None = None
     call_timeout: float | None = None  # seconds per executor call; None: the sandbox's default
@@ -176,6 +179,7 @@ class AgentOptimizer:
         self._best_version: int | None = None
         self.best_score: float | None = None
         self._steps_without_improvement = 0
+        self._refused_specs: dict[str, str] = {}  # what was refused in this step -> why
         self._stopped = False
         self.step_count = 0
         self.history: list[StepSummary] = []
@@ -307,9 +311,11 @@ class AgentOptimizer:
                 {"role": "user", "content": user}]
         transcript: list[dict[str, Any]] = []
         slots_used = tries = 0
+        self._refused_specs.clear()
         while slots_used < self.max_actions_per_step:
             allowed = self._allowed()
-            reply = self._ask(base + transcript, allowed, slots_used)
+            temperature = self.settings.retry_temperature if tries else None
+            reply = self._ask(base + transcript, allowed, slots_used, temperature)
             if reply is None:
                 return
             outcomes: list[str] = []
@@ -342,7 +348,7 @@ class AgentOptimizer:
                                    "terminate if the library is good enough."})
 
     def _ask(self, messages: list[dict[str, Any]], allowed: list[str],
-             slot: int) -> ActionReply | None:
+             slot: int, temperature: float | None = None) -> ActionReply | None:
         t0 = time.monotonic()
 
         def exchange(request: list[dict[str, Any]], result: ChatResult | None,
@@ -352,7 +358,8 @@ class AgentOptimizer:
         try:
             reply = request_actions(self.client, messages, role="optimizer",
                                     max_attempts=self.settings.parse_attempts,
-                                    temperature=self.settings.temperature,
+                                    temperature=(self.settings.temperature
+                                                 if temperature is None else temperature),
                                     max_tokens=self.settings.max_tokens,
                                     seed=self.settings.seed, allowed=allowed,
                                     max_prompt_tokens=self.settings.budget.max_prompt_tokens,
@@ -413,11 +420,22 @@ class AgentOptimizer:
         if isinstance(action, ReviseFunction) and not exists:
             return self._refuse(kind, name, f"there is no function {name!r} to revise; use "
                                 "add_function for a new one")
-        report = self._vet(action.function)
+        spec = action.function
+        # vetting judges the function alone; the answer check, the function with its examples
+        with_examples = spec.spec_hash + json.dumps(
+            [asdict(e) for e in action.examples], sort_keys=True, default=str)
+        earlier = self._refused_specs.get(spec.spec_hash) or \
+            self._refused_specs.get(with_examples)
+        if earlier:  # checking it again would say the same
+            return self._refuse(kind, name, f"this {name} is character for character the one "
+                                f"already refused, for this reason: {earlier}"[:1800])
+        report = self._vet(spec)
         if not report.passed:
-            return self._refuse(kind, name, _rejection(name, report))
-        missed = self._check_examples(action.function, action.examples)
+            self._refused_specs[spec.spec_hash] = _rejection(spec, report)
+            return self._refuse(kind, name, self._refused_specs[spec.spec_hash])
+        missed = self._check_examples(spec, action.examples)
         if missed:
+            self._refused_specs[with_examples] = missed
             return self._refuse(kind, name, missed)
         if isinstance(action, AddFunction):
             self.library.add(action.function, report)
@@ -625,13 +643,28 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def _rejection(name: str, report: VetReport) -> str:
-    """Vetting's findings as the model should read them: what to fix in which function, with a
-    hint for the mistakes small models repeat. Rule ids stay in the record, not in the prompt: a
-    small model took `static.import` for a function to write (measured with the 1.5B)."""
-    errors = report.errors
-    lines = [(f"line {f.line}: " if f.line else "") + f.message for f in errors][:8]
+_FIELD_IN_CODE = re.compile(
+    r"^\s*(tests|examples|packages|parameters|description|reason)\s*=", re.MULTILINE)
+
+
+def _rejection(spec: FunctionSpec, report: VetReport) -> str:
+    """Vetting's findings as the model should read them: what to fix in which function, each
+    with the line it is about quoted (a small model does not count lines), and a hint for the
+    mistakes small models repeat. Rule ids stay in the record, not in the prompt: a small model
+    took `static.import` for a function to write (measured with the 1.5B)."""
+    name, errors, code = spec.name, report.errors, spec.code.splitlines()
+    lines = []
+    for f in errors[:8]:
+        where = ""
+        if f.line:
+            quoted = code[f.line - 1].strip()[:80] if 0 < f.line <= len(code) else ""
+            where = f"line {f.line} (`{quoted}`): " if quoted else f"line {f.line}: "
+        lines.append(where + f.message)
     hints = []
+    if _FIELD_IN_CODE.search(spec.code):
+        hints.append("`code` holds the def and its imports only: tests, examples, packages, "
+                     "parameters, description and reason are fields of the proposal beside "
+                     "it, never lines of the code.")
     if any(f.rule == "tests.failed" and ": expected {" in f.message for f in errors):
         hints.append("`expect` must be the plain value the function returns (for example 6), "
                      "not an object such as {\"value\": 6}.")

@@ -31,6 +31,7 @@ from .backends import Backend, Episode
 from .conversation import ConversationResult
 from .llm import LLMClient
 from .math import Problem
+from .publish import library_digest, source_commit
 from .runconfig import RunConfig
 from .session import (
     RunDirectory,
@@ -41,10 +42,15 @@ from .session import (
     use_text,
 )
 
-__all__ = ["ARMS", "EvalRow", "detectable_effect", "evaluate", "mcnemar_exact", "summarise",
-           "wilson"]
+__all__ = ["ARMS", "DISCORDANCE_WHEN_NONE_SEEN", "EvalRow", "detectable_effect", "evaluate",
+           "mcnemar_exact", "summarise", "wilson"]
 
 ARMS = ("base", "library")
+DISCORDANCE_WHEN_NONE_SEEN = 0.25
+"""The share of disagreeing pairs a detectable gain assumes when none disagreed (as when the
+library is empty and both arms are one set of conversations): MATH arms of a small model
+disagree on about a quarter of problems. Assuming none would claim that a handful of pairs
+detects a gain of a few points."""
 ARM_BLOCK = 8
 """Problems per arm in a row: both arms advance together (a slower machine later on weighs on
 both alike), yet a local server keeps one arm's prompt prefix cached for several requests
@@ -62,10 +68,15 @@ class EvalRow:
     p_value: float
 
     @property
+    def discordance(self) -> float:
+        """The share of pairs whose arms disagree, as seen (DISCORDANCE_WHEN_NONE_SEEN if 0)."""
+        seen = (self.library_only + self.base_only) / self.n if self.n else 0.0
+        return seen or DISCORDANCE_WHEN_NONE_SEEN
+
+    @property
     def detectable(self) -> float | None:
         """The smallest gain these pairs detect (see detectable_effect)."""
-        return detectable_effect(self.n, (self.library_only + self.base_only) / self.n
-                                 if self.n else 0.0)
+        return detectable_effect(self.n, self.discordance)
 
     def to_dict(self) -> dict[str, Any]:
         return {"subject": self.subject, "n": self.n,
@@ -78,7 +89,8 @@ class EvalRow:
                 "mcnemar_p": self.p_value,
                 "gain": (self.library_correct - self.base_correct) / self.n,
                 "gain_ci95": paired_difference_ci(self.n, self.library_only, self.base_only),
-                "detectable_gain": self.detectable}
+                "detectable_gain": self.detectable,
+                "detectable_assumes_discordance": round(self.discordance, 4)}
 
 
 def wilson(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -275,6 +287,7 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
     report: dict[str, Any] = {
               "problems": len(problems), "functions": [s.name for s in functions],
               "library_version": library.version, "library_key": key,
+              "library_digest": library_digest(functions), "commit": source_commit(),
               "presentation": config.episode.library_as, "void_episodes": void,
               "seconds": round(time.monotonic() - started, 1),
               "rows": [r.to_dict() for r in rows],
@@ -296,7 +309,8 @@ def evaluate(config: RunConfig, problems: Sequence[Problem], library: FunctionLi
             f"gain {100 * overall['gain']:+.1f} points, 95% interval [{100 * lo:+.1f}, "
             f"{100 * hi:+.1f}]; {overall['n']} pairs detect "
             + (f"a gain of {100 * can:.1f} points or more" if can is not None else "no gain")
-            + " (exact McNemar, alpha 0.05, power 0.8)")
+            + f" with {100 * overall['detectable_assumes_discordance']:.0f}% of pairs "
+            "disagreeing (exact McNemar, alpha 0.05, power 0.8)")
     use = report["library_use"]
     if use["offered"]:
         console.print(f"library called in {use['used']} of {use['offered']} conversations "

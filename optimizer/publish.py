@@ -8,6 +8,7 @@ split's rule and counts. Nothing large is copied (no journal, no history, no wei
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -15,10 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine", "publish"]
+from sandbox import FunctionLibrary, FunctionSpec
+
+__all__ = ["library_digest", "machine", "publish", "source_commit"]
 
 KEPT = ("eval.json", "metrics.json", "curves.png")
 
@@ -38,7 +42,8 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "system": platform.platform()}
 
 
-def _commit() -> str:
+def source_commit() -> str:
+    """The checkout's commit (with "-dirty" when tracked files differ from it)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=True)
@@ -49,15 +54,32 @@ def _commit() -> str:
         return "unknown"
 
 
+def library_digest(specs: Iterable[FunctionSpec]) -> str:
+    """One hash for a set of functions (order-free): which library a figure was measured with."""
+    hashes = sorted(f"{spec.name}:{spec.spec_hash}" for spec in specs)
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
 def publish(run: Path, out: Path, command: str) -> Path:
+    """Copy the figures, refusing figures that are not those of the run's own library: an
+    eval.json written by `eval --library OTHER`, or by an older fnforge that did not record
+    which library it measured, would be published under the wrong name."""
     missing = [name for name in KEPT if not (run / name).exists()]
     if missing:
         raise FileNotFoundError(f"{run} has no {', '.join(missing)}: train and evaluate first")
+    report = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+    saved = run / "library.json"
+    library = FunctionLibrary.load(saved) if saved.exists() else FunctionLibrary()
+    if report.get("library_digest") != library_digest(library.specs()):
+        raise ValueError(f"{run / 'eval.json'} was not measured with {saved} (another "
+                         f"library, or an eval.json that predates the check): run `python -m "
+                         f"optimizer eval --run {run}` again, then publish")
     out.mkdir(parents=True, exist_ok=True)
     for name in KEPT:
         shutil.copyfile(run / name, out / name)
     split = json.loads((run / "split.json").read_text(encoding="utf-8"))
-    meta = {"command": command, "commit": _commit(), "machine": machine(),
+    meta = {"command": command, "commit": report.get("commit", "unknown"),
+            "published_from": source_commit(), "machine": machine(),
             "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": json.loads((run / "config.json").read_text(encoding="utf-8")),
             "split": {**split["params"], **{k: len(split[k]) for k in

@@ -43,6 +43,7 @@ from .history import HistoryStore
 from .llm import LLMClient
 from .math import Split, family_rule, load_gsm8k, load_jsonl, load_math, load_math500, split
 from .prompts import PromptBudget
+from .publish import source_commit
 from .runconfig import DataConfig, RunConfig, run_config_from_dict
 from .session import (
     RunDirectory,
@@ -154,8 +155,9 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
         best.save(run / "library.json")
     summary = TrainSummary(run_dir, len(metrics), optimizer.best_score, optimizer.should_stop,
                            best.names(), round(time.monotonic() - started, 1))
-    console.print(f"[bold]trained[/] {summary.epochs} epoch(s), best score "
-                  f"{summary.best_score if summary.best_score is not None else '-'}; library: "
+    best_text = f"{100 * summary.best_score:.1f}%" if summary.best_score is not None else "-"
+    console.print(f"[bold]trained[/] {summary.epochs} epoch(s) in "
+                  f"{summary.seconds / 60:.1f} min, best score {best_text}; library: "
                   f"{markup_safe(', '.join(summary.functions) or 'empty')} -> "
                   f"{markup_safe(run / 'library.json')}")
     return summary
@@ -273,7 +275,7 @@ def _epoch(run: RunDirectory, config: RunConfig, the_split: Split, epoch: int,
             "library_after": optimizer.library.names(), "void_episodes": void,
             "reused_conversations": reused_total,
             "step": (vars(optimizer.history[-1]) if optimizer.history else None),
-            "usage": client.usage_report()}
+            "usage": client.usage_report(), "commit": source_commit()}
 
 
 def _record_conversation(history: HistoryStore, phase: str, result: ConversationResult) -> None:

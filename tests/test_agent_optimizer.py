@@ -142,8 +142,42 @@ def test_a_malicious_proposal_never_reaches_the_executor(
     record(opt, False)
     for_llm, for_executor = opt.step()
     assert for_llm == [] and for_executor == {} and len(opt.library) == 0
-    assert [e.data["passed"] for e in log.of("vet")] == [False, False, False]
-    assert not log.of("applied")
+    # the third, the first sent again unchanged, is refused without a second vetting
+    assert [e.data["passed"] for e in log.of("vet")] == [False, False]
+    assert len(log.of("refused")) == 3 and not log.of("applied")
+
+
+def test_a_refused_proposal_sent_again_unchanged_is_refused_unvetted_and_retries_are_sampled(
+        scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """A small model at a low temperature resubmits what was refused: it is told so, with the
+    first refusal's reason, and the tries after a refusal are sampled at retry_temperature."""
+    wrong = fn("triple", "return 3 * n", 7)  # triple(2) is 6, not 7
+    scripted_llm.push(tool_call("add_function", wrong), tool_call("add_function", wrong),
+                      add("triple", "return 3 * n", 6), tool_call("terminate", {"reason": "ok"}))
+    opt, log = optimizer(scripted_llm, monkeypatch, sandbox, temperature=0.1,
+                         retry_temperature=0.9)
+    record(opt, False)
+    _, for_executor = opt.step()
+    assert sorted(for_executor) == ["triple"]
+    assert len(log.of("vet")) == 2  # the unchanged resubmission was not vetted again
+    second = log.of("refused")[1].data["why"]
+    assert "character for character" in second and "expected 7" in second
+    assert [r.get("temperature") for r in scripted_llm.requests] == [0.1, 0.9, 0.9, 0.1]
+
+
+def test_a_refusal_quotes_the_line_it_is_about_and_says_fields_are_not_code(
+        scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """The 1.5B copied the proposal's `packages = [sympy]` into its code, twice: the refusal
+    quotes the line and says what `code` may hold."""
+    echoed = {**fn("halve", "return n // 2", 1),
+              "code": "packages = [sympy]\n\ndef halve(n):\n    return n // 2\n"}
+    scripted_llm.push(tool_call("add_function", echoed), tool_call("terminate", {"reason": "x"}))
+    opt, log = optimizer(scripted_llm, monkeypatch, sandbox, max_actions=1)
+    record(opt, False)
+    opt.step()
+    why = log.of("refused")[0].data["why"]
+    assert "line 1 (`packages = [sympy]`)" in why
+    assert "`code` holds the def and its imports only" in why
 
 
 def test_revise_replaces_the_code_and_remove_takes_it_out_of_both(

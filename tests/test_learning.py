@@ -11,10 +11,17 @@ import pytest
 
 from optimizer.conversation import task_of, user_turn
 from optimizer.errors import ConfigError, DatasetError
-from optimizer.evaluate import detectable_effect, mcnemar_exact, paired_difference_ci
+from optimizer.evaluate import (
+    DISCORDANCE_WHEN_NONE_SEEN,
+    EvalRow,
+    detectable_effect,
+    mcnemar_exact,
+    paired_difference_ci,
+)
 from optimizer.history import CODE_BLOCK, call_data
 from optimizer.libraries import read_function_file, vetted_library
 from optimizer.math import FAMILIES, Problem, family_rule, select, split
+from optimizer.publish import library_digest, publish, source_commit
 from optimizer.registration import (
     EpisodeRegistration,
     register_for_episode,
@@ -242,6 +249,50 @@ def test_the_detectable_gain_is_where_the_exact_test_reaches_its_power() -> None
     # the exact test needs 6 of 6 at alpha 0.05 (p = 0.031), so about 8-10 pairs in expectation
     gain = detectable_effect(40)
     assert gain is not None and mcnemar_exact(round(40 * gain), 0) <= 0.05
+
+
+def test_arms_that_never_disagree_are_not_read_as_the_best_case() -> None:
+    """An empty library makes both arms one set of conversations: no pair disagrees. Taken at
+    face value, 150 such pairs 'detect' 5.5 points; the figure assumes a realistic share."""
+    same = EvalRow("all", 150, 92, 92, 0, 0, 1.0)
+    assert same.discordance == DISCORDANCE_WHEN_NONE_SEEN
+    assert same.detectable == detectable_effect(150, DISCORDANCE_WHEN_NONE_SEEN)
+    best_case = detectable_effect(150)
+    assert same.detectable is not None and best_case is not None
+    assert same.detectable > 0.1 > best_case
+    row = same.to_dict()
+    assert row["detectable_assumes_discordance"] == DISCORDANCE_WHEN_NONE_SEEN
+    seen = EvalRow("all", 150, 92, 100, 20, 12, 0.2)  # disagreements seen are what counts
+    assert seen.discordance == 32 / 150 and seen.detectable == detectable_effect(150, 32 / 150)
+
+
+def test_published_figures_are_those_of_the_runs_library_with_the_commit_they_ran_at(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    import json
+
+    run, out = tmp_path / "run", tmp_path / "results"
+    run.mkdir()
+    library = vetted_library([make_spec("def twice(n):\n    return 2 * n\n")], sandbox, "t")
+    library.save(run / "library.json")
+    for name, data in (("metrics.json", []), ("config.json", {"data": {}}),
+                       ("split.json", {"params": {"seed": 0}, "train": [], "validation": [],
+                                       "test": []})):
+        (run / name).write_text(json.dumps(data))
+    (run / "curves.png").write_bytes(b"png")
+    other = library_digest([make_spec("def thrice(n):\n    return 3 * n\n")])
+    stale: list[dict[str, Any]] = [{"rows": []}, {"rows": [], "library_digest": other}]
+    for eval_json in stale:  # older than the check, or another library's
+        (run / "eval.json").write_text(json.dumps(eval_json))
+        with pytest.raises(ValueError, match="was not measured with"):
+            publish(run, out, "make experiment")
+    assert not out.exists()  # nothing half-published
+    (run / "eval.json").write_text(json.dumps({"rows": [], "commit": "abc123",
+                                               "library_digest": library_digest(
+                                                   library.specs())}))
+    publish(run, out, "make experiment")
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["commit"] == "abc123" and meta["published_from"] == source_commit()
+    assert (out / "eval.json").read_text() == (run / "eval.json").read_text()
 
 
 def test_the_paired_interval_contains_the_observed_gain() -> None:

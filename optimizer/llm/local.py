@@ -43,6 +43,7 @@ from ..errors import LocalModelError
 from .config import LocalConfig
 
 __all__ = [
+    "FIRST_TOKEN_TIMEOUT_S",
     "HOST",
     "MODELS",
     "PART_COUNT",
@@ -75,6 +76,10 @@ _CHUNK = 4 << 20
 #     finish) as soon as any other request waits, even a GET /v1/models;
 #   --disable_ping_events true: its SSE pings every 15 s would hide a server that fell silent.
 SERVER_FLAGS = ("--interrupt_requests", "false", "--disable_ping_events", "true")
+# A server is ready only once it has generated: it answers /v1/models before it has run the
+# model once, and a runtime built for instructions the CPU (or the VM) refuses dies on the
+# first generation, which every later request would report as "connection refused".
+FIRST_TOKEN_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,7 @@ class LocalServer:
         self.state_file.write_text(json.dumps(asdict(info), indent=1))
         try:
             self._wait_healthy(info, cfg.startup_timeout, show)
+            self._first_token(info)
         except BaseException:
             self.stop()
             raise
@@ -342,15 +348,42 @@ class LocalServer:
                       console=console(), disable=not show, transient=True) as progress:
             progress.add_task(f"starting {info.model} on {info.base_url}", total=None)
             while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.poll() is not None:
-                    raise LocalModelError(f"the model server exited with code "
-                                        f"{self._proc.returncode} while starting; its log "
-                                        f"({info.log}) ends with:\n{self.log_tail()}")
+                self._check_alive(info, "while starting")
                 if healthy(info.base_url, info.model):
                     return
                 time.sleep(0.5)
         raise LocalModelError(f"the model server did not answer within {timeout:g} s; see "
                             f"{info.log}:\n{self.log_tail()}")
+
+    def _first_token(self, info: ServerInfo) -> None:
+        """Generate one token, so a runtime that cannot run here fails now, with its cause."""
+        body = json.dumps({"model": info.model, "max_tokens": 1, "temperature": 0,
+                           "messages": [{"role": "user", "content": "1+1="}]}).encode()
+        request = urllib.request.Request(f"{info.base_url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=FIRST_TOKEN_TIMEOUT_S) as resp:
+                resp.read()
+        except (OSError, urllib.error.URLError) as exc:
+            time.sleep(0.5)  # let a crashing server finish dying, to report its signal
+            self._check_alive(info, "on its first generation")
+            raise LocalModelError(f"the model server did not generate a token within "
+                                  f"{FIRST_TOKEN_TIMEOUT_S:g} s ({exc}); see {info.log}:\n"
+                                  f"{self.log_tail()}") from exc
+
+    def _check_alive(self, info: ServerInfo, when: str) -> None:
+        if self._proc is None or self._proc.poll() is None:
+            return
+        code = self._proc.returncode
+        if code < 0:
+            how = f"exited with signal {signal.Signals(-code).name} {when}"
+            if -code in (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS):
+                how += (" (a runtime compiled for instructions this CPU or VM refuses? "
+                        "`make llm-deps` rebuilds it)")
+        else:
+            how = f"exited with code {code} {when}"
+        raise LocalModelError(f"the model server {how}; its log ({info.log}) ends with:\n"
+                              f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 15) -> str:
         try:
