@@ -100,14 +100,18 @@ def test_smollm2_streams_and_stops_generating_what_it_gave_up(tmp_path: Path) ->
             assert [c.name for c in call.tool_calls] == ["add"]
             assert set(json.loads(call.tool_calls[0].arguments)) == {"a", "b"}
 
-            long = [{"role": "user", "content": "Write the numbers from 1 to 2000, one per "
-                                                "line, and nothing else."}]
+            long = [{"role": "user", "content": "Write the numbers from 1 to 2000 as JSON."}]
+            # a grammar with no end before 1,000 items: the reply cannot stop early, on any CPU
+            # (left free, the model's greedy answer ran 160 tokens on one machine and 9 on
+            # another), so 2,000 tokens take far longer than the deadline
+            endless = {"type": "json_object", "schema": {"type": "object", "properties": {
+                "numbers": {"type": "array", "items": {"type": "integer"}, "minItems": 1000}},
+                "required": ["numbers"]}}
             before = client.usage_report()["run"]["tokens_generated"]
             started = time.monotonic()
-            # the model's own answer runs about 160 tokens (4 s here): give up well before it ends
             with pytest.raises(DeadlineExceeded):
                 client.chat("assistant", long, max_tokens=2000, temperature=0.0,
-                            deadline=started + 1.5)
+                            response_format=endless, deadline=started + 1.5)
             given_up = time.monotonic() - started
             assert given_up < 3.0
             made = client.usage_report()["run"]["tokens_generated"] - before
