@@ -101,12 +101,27 @@ class OptimizerSettings:
     call_timeout: float | None = None  # seconds per executor call; None: the sandbox's default
     examples_needed: int = 2  # worked examples that must hit known answers (fewer if fewer
     # recorded conversations have one)
+    candidates: int = 1  # replies sampled for a proposal (the rest at retry_temperature); the
+    # one whose function passes and hits the most known answers is applied (1: upstream's way)
     snapshot_dir: Path | None = None  # a library JSON after every step, when set
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["snapshot_dir"] = str(self.snapshot_dir) if self.snapshot_dir else None
         return data
+
+
+@dataclass
+class Judged:
+    """A proposal as decided (not yet applied): `why` is empty when it may be applied."""
+
+    action: Action
+    kind: str
+    name: str
+    index: int  # in the step's proposals
+    report: VetReport | None = None
+    hits: int = 0  # known answers its worked examples hit
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,8 @@ class AgentOptimizer:
         self.settings = settings or OptimizerSettings()
         if self.settings.ties not in ("accept", "reject") or self.settings.patience < 1:
             raise ValueError("settings: ties must be 'accept' or 'reject', patience at least 1")
+        if self.settings.candidates < 1:
+            raise ValueError("settings: candidates must be at least 1")
         if client is None:
             config, key = resolve_llm_config(llm_config, optimizer_model)
             client = LLMClient(config, api_key=key)
@@ -318,6 +335,11 @@ class AgentOptimizer:
             reply = self._ask(base + transcript, allowed, slots_used, temperature)
             if reply is None:
                 return
+            first: Judged | None = None  # the first action, already judged among candidates
+            if self.settings.candidates > 1 and reply.actions and \
+                    isinstance(reply.actions[0], AddFunction | ReviseFunction):
+                reply, first = self._best_candidate(reply, base + transcript, allowed,
+                                                    slots_used, tries)
             outcomes: list[str] = []
             refused = False  # a proposal of this reply was refused: its model has not seen why
             for action in reply.actions:
@@ -336,7 +358,11 @@ class AgentOptimizer:
                 if isinstance(action, Terminate):
                     self._emit("terminate", {"reason": action.reason})
                     return
-                applied, feedback = self._apply(action, slots_used + 1, tries + 1)
+                if first is not None and action is first.action:
+                    applied, feedback = self._settle(first)
+                else:
+                    applied, feedback = self._settle(self._judge(action, slots_used + 1,
+                                                                 tries + 1))
                 refused = refused or not applied
                 outcomes.append(feedback)
                 tries += 1
@@ -389,54 +415,43 @@ class AgentOptimizer:
             "parse_errors": [error] if error and result else [],
             "error": error if result is None else None})
 
-    def _apply(self, action: Action, slot: int, attempt: int) -> tuple[bool, str]:
-        """(applied, what to tell the model). Nothing unvetted is ever applied."""
-        name = action.name if isinstance(action, RemoveFunction) else \
-            action.function.name  # type: ignore[union-attr]
-        kind = action_name(action)
-        self._counts["proposals"] += 1
-        exists = name in self.library
-        parent = self.library.get(name).spec_hash if exists else None
-        proposal: dict[str, Any] = {"action": kind, "name": name, "reason": action.reason,
-                                    "slot": slot, "attempt": attempt, "parent": parent}
-        if isinstance(action, AddFunction | ReviseFunction):
-            proposal.update(spec=action.function.to_dict(), code_hash=action.function.code_hash)
-        self._emit("proposal", proposal)
-        self._proposals.append({"action": kind, "name": name, "code_hash": proposal.get(
-            "code_hash"), "outcome": "applied", "why": ""})
+    def _best_candidate(self, reply: ActionReply, messages: list[dict[str, Any]],
+                        allowed: list[str], slot: int,
+                        tries: int) -> tuple[ActionReply, Judged | None]:
+        """Sample candidates - 1 more replies for this proposal, judge the first function
+        action of each (every candidate is a proposal of record, vetted and checked), and keep
+        the reply whose function passes with the most known answers hit (the earliest on a
+        tie). The others are refused as not chosen."""
+        judged = [(reply, self._judge(reply.actions[0], slot + 1, tries + 1, 1))]
+        for n in range(2, self.settings.candidates + 1):
+            more = self._ask(messages, allowed, slot, self.settings.retry_temperature)
+            if more is not None and more.actions and \
+                    isinstance(more.actions[0], AddFunction | ReviseFunction):
+                judged.append((more, self._judge(more.actions[0], slot + 1, tries + 1, n)))
+        best = max(range(len(judged)), key=lambda i: (not judged[i][1].why,
+                                                        judged[i][1].hits, -i))
+        for i, (_, other) in enumerate(judged):
+            if i != best:
+                why = other.why or (f"candidate {best + 1} of {len(judged)} was chosen: it "
+                                    f"hit {judged[best][1].hits} known answer(s), this one "
+                                    f"{other.hits}")
+                self._refuse(other.kind, other.name, why, other.index)
+        return judged[best]
+
+    def _settle(self, judged: Judged) -> tuple[bool, str]:
+        """(applied, what to tell the model): a judged action applied if it passed, refused
+        if not. Nothing unvetted is ever applied."""
+        if judged.why:
+            return self._refuse(judged.kind, judged.name, judged.why, judged.index)
+        action, name, kind = judged.action, judged.name, judged.kind
         if isinstance(action, RemoveFunction):
-            if not exists:
-                return self._refuse(kind, name, f"there is no function {name!r} to remove; the "
-                                    f"library has: {', '.join(self.library.names()) or 'none'}")
             self.library.remove(name)
             self._counts["applied"] += 1
             self._emit("applied", {"action": kind, "name": name,
                                    "version": self.library.version, "code_hash": None})
             return True, f"Applied: {name} was removed."
-        assert isinstance(action, AddFunction | ReviseFunction)
-        if isinstance(action, AddFunction) and exists:
-            return self._refuse(kind, name, f"{name!r} already exists; use revise_function to "
-                                "change it, or add it under another name")
-        if isinstance(action, ReviseFunction) and not exists:
-            return self._refuse(kind, name, f"there is no function {name!r} to revise; use "
-                                "add_function for a new one")
-        spec = action.function
-        # vetting judges the function alone; the answer check, the function with its examples
-        with_examples = spec.spec_hash + json.dumps(
-            [asdict(e) for e in action.examples], sort_keys=True, default=str)
-        earlier = self._refused_specs.get(spec.spec_hash) or \
-            self._refused_specs.get(with_examples)
-        if earlier:  # checking it again would say the same
-            return self._refuse(kind, name, f"this {name} is character for character the one "
-                                f"already refused, for this reason: {earlier}"[:1800])
-        report = self._vet(spec)
-        if not report.passed:
-            self._refused_specs[spec.spec_hash] = _rejection(spec, report)
-            return self._refuse(kind, name, self._refused_specs[spec.spec_hash])
-        missed = self._check_examples(spec, action.examples)
-        if missed:
-            self._refused_specs[with_examples] = missed
-            return self._refuse(kind, name, missed)
+        assert isinstance(action, AddFunction | ReviseFunction) and judged.report is not None
+        report = judged.report
         if isinstance(action, AddFunction):
             self.library.add(action.function, report)
         else:
@@ -449,6 +464,58 @@ class AgentOptimizer:
         note = f" Vetting warnings (not blocking): {warnings}" if warnings else ""
         return True, f"Applied: {name} passed vetting and is in the library.{note}"
 
+    def _judge(self, action: Action, slot: int, attempt: int,
+               candidate: int | None = None) -> Judged:
+        """Record the proposal and decide it: vetting, then the answer check. Changes nothing
+        in the library (`_settle` does)."""
+        name = action.name if isinstance(action, RemoveFunction) else \
+            action.function.name  # type: ignore[union-attr]
+        kind = action_name(action)
+        self._counts["proposals"] += 1
+        exists = name in self.library
+        parent = self.library.get(name).spec_hash if exists else None
+        proposal: dict[str, Any] = {"action": kind, "name": name, "reason": action.reason,
+                                    "slot": slot, "attempt": attempt, "parent": parent}
+        if candidate is not None:
+            proposal["candidate"] = candidate
+        if isinstance(action, AddFunction | ReviseFunction):
+            proposal.update(spec=action.function.to_dict(), code_hash=action.function.code_hash)
+        self._emit("proposal", proposal)
+        self._proposals.append({"action": kind, "name": name, "code_hash": proposal.get(
+            "code_hash"), "outcome": "applied", "why": ""})
+        judged = Judged(action, kind, name, len(self._proposals) - 1)
+        if isinstance(action, RemoveFunction):
+            if not exists:
+                judged.why = (f"there is no function {name!r} to remove; the library has: "
+                              f"{', '.join(self.library.names()) or 'none'}")
+            return judged
+        assert isinstance(action, AddFunction | ReviseFunction)
+        if isinstance(action, AddFunction) and exists:
+            judged.why = (f"{name!r} already exists; use revise_function to change it, or add "
+                          "it under another name")
+            return judged
+        if isinstance(action, ReviseFunction) and not exists:
+            judged.why = f"there is no function {name!r} to revise; use add_function for a new one"
+            return judged
+        spec = action.function
+        # vetting judges the function alone; the answer check, the function with its examples
+        with_examples = spec.spec_hash + json.dumps(
+            [asdict(e) for e in action.examples], sort_keys=True, default=str)
+        earlier = self._refused_specs.get(spec.spec_hash) or \
+            self._refused_specs.get(with_examples)
+        if earlier:  # checking it again would say the same
+            judged.why = (f"this {name} is character for character the one already refused, "
+                          f"for this reason: {earlier}")[:1800]
+            return judged
+        judged.report = self._vet(spec)
+        if not judged.report.passed:
+            judged.why = self._refused_specs[spec.spec_hash] = _rejection(spec, judged.report)
+            return judged
+        judged.hits, missed = self._check_examples(spec, action.examples)
+        if missed:
+            judged.why = self._refused_specs[with_examples] = missed
+        return judged
+
     def _vet(self, spec: FunctionSpec) -> VetReport:
         t0 = time.monotonic()
         report = self.sandbox.vet(spec)
@@ -458,13 +525,14 @@ class AgentOptimizer:
                            "report": report.to_dict()})
         return report
 
-    def _check_examples(self, spec: FunctionSpec, examples: Sequence[WorkedExample]) -> str:
-        """Empty when the worked examples hit enough known answers, else what to tell the
-        model. Nothing to check when no recorded conversation has a known answer."""
+    def _check_examples(self, spec: FunctionSpec,
+                        examples: Sequence[WorkedExample]) -> tuple[int, str]:
+        """(known answers hit, "" when enough were, else what to tell the model). Nothing to
+        check when no recorded conversation has a known answer."""
         known = [c for c in self._recorded if c.answer is not None]
         need = min(self.settings.examples_needed, len(known))
         if need == 0:
-            return ""
+            return 0, ""
         t0 = time.monotonic()
         hits: list[str] = []
         misses: list[str] = []
@@ -481,14 +549,14 @@ class AgentOptimizer:
         self._emit("answer_check", {"name": spec.name, "code_hash": spec.code_hash,
                                     "needed": need, "hits": len(hits), "misses": misses})
         if len(hits) >= need:
-            return ""
+            return len(hits), ""
         told = (f"{spec.name} passed vetting but was checked against the known answers: it "
                 f"needs {need} worked example(s) that return a conversation's known answer, and "
                 f"{len(hits)} did.")
         if not examples:
             told += (" Give `examples`: the numbers of conversations this function answers, "
                      "with the arguments taken from their tasks.")
-        return (told + "".join(f"\n- {m}" for m in misses[:MAX_EXAMPLES]))[:1800]
+        return len(hits), (told + "".join(f"\n- {m}" for m in misses[:MAX_EXAMPLES]))[:1800]
 
     def _try_example(self, spec: FunctionSpec, example: WorkedExample) -> str | None:
         """None when the call returns the conversation's known answer, else why not."""
@@ -521,9 +589,10 @@ class AgentOptimizer:
         return (f"conversation {n}: {call} returned {text[:120]}, but the problem's known "
                 f"answer is {answer[:80]}")
 
-    def _refuse(self, kind: str, name: str, why: str) -> tuple[bool, str]:
+    def _refuse(self, kind: str, name: str, why: str,
+                index: int | None = None) -> tuple[bool, str]:
         self._emit("refused", {"action": kind, "name": name, "why": why})
-        self._proposals[-1].update(outcome="refused", why=why)
+        self._proposals[-1 if index is None else index].update(outcome="refused", why=why)
         return False, f"Not applied: {why}"
 
     # -- what the agents get ----------------------------------------------------------------------

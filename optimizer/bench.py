@@ -4,7 +4,9 @@
    budget's estimate, and as the embedded model's server counts them);
 2. the time a step spends outside the LLM and vetting (a scripted LLM answering at once);
 3. the share of optimizer steps that end with at least one vetted function, with the embedded
-   model, over the fixed recorded conversations in tests/data/ (target: at least half);
+   model, over the fixed recorded conversations in tests/data/ (target: at least half), with
+   one reply per proposal and with the best of three candidates (`[train] candidates`), and
+   what each costs in LLM time;
 4. the harness's overhead per conversation turn (scripted LLM, zero latency) against a turn of
    the embedded model (target: under 2%);
 5. 16 conversations in flight against a scripted 1-second LLM, against one at a time (target: at
@@ -119,7 +121,8 @@ def step_overhead(sandbox: Sandbox) -> dict[str, Any]:
 
 
 # -- 3. vetted proposals with the embedded model -------------------------------------------------
-def vetted_share(local: LLMClient, sandbox: Sandbox, steps: int) -> dict[str, Any]:
+def vetted_share(local: LLMClient, sandbox: Sandbox, steps: int,
+                 candidates: int = 1) -> dict[str, Any]:
     """Each step from the empty library, over a different 6 of the recorded conversations and
     with its own seed, so the steps are not one prompt repeated."""
     log = EventLog()
@@ -129,18 +132,21 @@ def vetted_share(local: LLMClient, sandbox: Sandbox, steps: int) -> dict[str, An
         opt = AgentOptimizer(1, client=local, sandbox=sandbox, events=log,
                              settings=OptimizerSettings(
                                  budget=PromptBudget(max_prompt_tokens=3000), seed=i,
-                                 max_tokens=900, temperature=0.7))
+                                 max_tokens=900, temperature=0.7, candidates=candidates))
         for conv in (pool[i:] + pool[:i])[:6]:
             opt.record_one_conversation(conv.history, is_satisfied=conv.satisfied)
-        with _console.status(f"optimizer step {i + 1}/{steps} with the embedded model"):
+        with _console.status(f"optimizer step {i + 1}/{steps} with the embedded model, "
+                             f"{candidates} candidate(s) per proposal"):
             opt.step()
         s = opt.history[-1]
         rows.append({"applied": s.applied, "proposals": s.proposals,
                      "prompt_tokens": s.prompt_tokens, "seconds": s.seconds,
-                     "functions": s.functions})
+                     "seconds_llm": s.seconds_llm, "functions": s.functions})
     with_one = sum(1 for r in rows if r["applied"] >= 1)
     refusals = [e.data.get("why", "")[:300] for e in log.of("refused")]
-    return {"steps": rows, "share_with_a_vetted_function": round(with_one / steps, 3),
+    return {"candidates": candidates, "steps": rows,
+            "share_with_a_vetted_function": round(with_one / steps, 3),
+            "llm_seconds_per_step": round(sum(r["seconds_llm"] for r in rows) / steps, 1),
             "refusals": refusals[:10]}
 
 
@@ -396,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument("--steps", type=int, default=4,
                         help="optimizer steps with the embedded model (default 4)")
+    parser.add_argument("--candidates", default="1,3",
+                        help="candidates per proposal to compare in those steps (default 1,3)")
     parser.add_argument("--problems", type=int, default=4,
                         help="conversations per phase of the embedded model's throughput "
                              "(default 4; 0 skips it)")
@@ -420,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             figures["ray_backend"] = ray_backend(sandbox, grader)
             figures["wasted_generation"] = wasted_generation()
             if local is not None:
-                figures["vetted_proposals"] = vetted_share(local, sandbox, args.steps)
+                figures["vetted_proposals"] = [
+                    vetted_share(local, sandbox, args.steps, int(k))
+                    for k in args.candidates.split(",") if k.strip()]
                 if args.problems > 0:
                     figures["embedded_throughput"] = embedded_throughput(
                         local, sandbox, grader, args.problems)
@@ -482,11 +492,12 @@ def _report(f: dict[str, Any]) -> None:
                 f"{row['generated_per_used']} tokens generated per token used (1.0 = nothing "
                 f"wasted), {row['retried_while_generating']} retried while generating, "
                 f"{row['left_running']} left running")
-    v = f.get("vetted_proposals")
-    if v:
-        _console.print(f"optimizer steps with at least one vetted function (embedded model): "
-                       f"{v['share_with_a_vetted_function']:.0%} (target >= 50%: "
-                       f"{'met' if v['share_with_a_vetted_function'] >= 0.5 else 'MISSED'})")
+    for v in f.get("vetted_proposals", []):
+        share = v["share_with_a_vetted_function"]
+        _console.print(f"optimizer steps with at least one vetted function (embedded model, "
+                       f"{v['candidates']} candidate(s) per proposal): {share:.0%} (target >= "
+                       f"50%: {'met' if share >= 0.5 else 'MISSED'}); "
+                       f"{v['llm_seconds_per_step']} s of LLM per step")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 10
     max_actions_per_step: int = 3
+    candidates: int = 1  # replies sampled per proposal, the best by the answer check applied
     concurrency: int = 4  # conversations in flight
     patience: int = 10
     ties: Literal["accept", "reject"] = "accept"
@@ -160,7 +161,8 @@ def _check(config: RunConfig, where: str) -> None:
     for key in ("train_per_type", "val_per_type", "test_per_type"):
         if getattr(d, key) < 0:
             problems.append(f"data.{key} must be >= 0")
-    for key, low in (("epochs", 1), ("max_actions_per_step", 1), ("concurrency", 1),
+    for key, low in (("epochs", 1), ("max_actions_per_step", 1), ("candidates", 1),
+                     ("concurrency", 1),
                      ("patience", 1), ("max_prompt_tokens", 1000)):
         if getattr(t, key) < low:
             problems.append(f"train.{key} must be >= {low}")

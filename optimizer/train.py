@@ -125,6 +125,7 @@ def train(config: RunConfig, run_dir: Path, *, resume: bool = False,
 
         settings = OptimizerSettings(
             patience=config.train.patience, ties=config.train.ties,
+            candidates=config.train.candidates,
             budget=PromptBudget(max_prompt_tokens=config.train.max_prompt_tokens),
             call_timeout=config.episode.call_timeout, snapshot_dir=run / "steps")
         optimizer = AgentOptimizer(config.train.max_actions_per_step, client=client,

@@ -414,3 +414,55 @@ def test_only_the_functions_a_problem_speaks_of_are_shown_and_all_stay_callable(
     block = registration.prompt_block()
     assert "power_mod(" in block and "to_base(" not in block
     assert EpisodeRegistration(tuple(specs)).for_task(remainder, None).offered == tuple(specs)
+
+
+def test_of_several_candidates_the_one_that_hits_most_known_answers_is_applied(
+        sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With `candidates = 3` a proposal is sampled three times: every candidate is a proposal
+    of record, vetted and checked; the one that passes with the most hits is applied."""
+    from optimizer import AgentOptimizer, OptimizerSettings
+    from optimizer.events import Event
+    from optimizer.history import HistoryStore, verify_history
+    from tests.scripted_llm import ScriptedLLM, client_for, tool_call
+
+    add = {**ADD.to_dict(), "tests": [{"args": {"a": 2, "b": 3}, "expect": 5}], "reason": "r"}
+    two = {**add, "examples": [{"conversation": 1, "args": {"a": 8, "b": 9}},
+                               {"conversation": 2, "args": {"a": 3, "b": 4}}]}
+    three = {**add, "description": "a plus b", "examples": [
+        *two["examples"], {"conversation": 3, "args": {"a": 1, "b": 4}}]}
+    unsafe = {**add, "code": "import os\ndef add(a, b):\n    return a + b + os.getpid()\n"}
+    server = ScriptedLLM().start()
+    try:
+        server.push(tool_call("add_function", two), tool_call("add_function", three),
+                    tool_call("add_function", unsafe))
+        events: list[Any] = []
+        store = HistoryStore.open(tmp_path)
+
+        def tee(event: Event) -> None:
+            events.append(event)
+            store.sink(event)
+
+        opt = AgentOptimizer(1, client=client_for(server, monkeypatch), sandbox=sandbox,
+                             events=tee, settings=OptimizerSettings(
+                                 candidates=3, temperature=0.1, retry_temperature=0.9))
+        for question, answer in (("What is 8 plus 9?", "17"), ("What is 3 plus 4?", "7"),
+                                 ("What is 1 plus 4?", "5")):
+            opt.record_one_conversation([{"role": "user", "content": f"Problem: {question}"},
+                                         {"role": "assistant", "content": "\\boxed{0}"}],
+                                        is_satisfied=False, answer=answer)
+        opt.step()
+        opt.client.close()
+        store.close()
+        temperatures = [r.get("temperature") for r in server.requests]
+    finally:
+        server.stop()
+    assert [s.description for s in opt.library.specs()] == ["a plus b"]
+    proposals = [e.data for e in events if e.kind == "proposal"]
+    assert [p.get("candidate") for p in proposals] == [1, 2, 3]
+    assert [e.data["hits"] for e in events if e.kind == "answer_check"] == [2, 3]
+    refused = [e.data["why"] for e in events if e.kind == "refused"]
+    assert len(refused) == 2 and "import of 'os' is not allowed" in refused[1]
+    assert "candidate 2 of 3 was chosen: it hit 3 known answer(s), this one 2" in refused[0]
+    assert temperatures == [0.1, 0.9, 0.9]
+    assert opt.history[-1].proposals == 3 and opt.history[-1].applied == 1
+    assert verify_history(tmp_path).ok  # every candidate is a proposal of record
