@@ -306,8 +306,9 @@ DENIED_KEYWORDS: dict[str, tuple[str, str]] = {
 """Keyword arguments refused by the static gate in any call, whatever the callee: (rule, why)."""
 
 METACLASS_NAMES: frozenset[str] = frozenset({
-    "ABCMeta", "BasicMeta", "ExpMeta", "FunctionClass", "KindMeta", "ManagedProperties",
-    "NamedTupleMeta", "OptionType", "PredicateMeta", "Singleton", "UndefinedFunction",
+    "ABCMeta", "AssumptionsWrapperMeta", "BasicMeta", "ExpMeta", "FunctionClass", "KindMeta",
+    "ManagedProperties", "NamedTupleMeta", "OptionType", "PredicateMeta", "Singleton",
+    "UndefinedFunction",
     "EnumMeta", "EnumType",
 })
 """Public names under which the image's allowed modules expose metaclasses (checked against the
