@@ -374,7 +374,8 @@ class AgentOptimizer:
                                    "terminate if the library is good enough."})
 
     def _ask(self, messages: list[dict[str, Any]], allowed: list[str],
-             slot: int, temperature: float | None = None) -> ActionReply | None:
+             slot: int, temperature: float | None = None,
+             candidate: int = 1) -> ActionReply | None:
         t0 = time.monotonic()
 
         def exchange(request: list[dict[str, Any]], result: ChatResult | None,
@@ -387,7 +388,9 @@ class AgentOptimizer:
                                     temperature=(self.settings.temperature
                                                  if temperature is None else temperature),
                                     max_tokens=self.settings.max_tokens,
-                                    seed=self.settings.seed, allowed=allowed,
+                                    seed=(None if self.settings.seed is None else
+                                          self.settings.seed + candidate - 1),
+                                    allowed=allowed,
                                     max_prompt_tokens=self.settings.budget.max_prompt_tokens,
                                     on_exchange=exchange)
         except ActionParseError as exc:
@@ -424,7 +427,8 @@ class AgentOptimizer:
         tie). The others are refused as not chosen."""
         judged = [(reply, self._judge(reply.actions[0], slot + 1, tries + 1, 1))]
         for n in range(2, self.settings.candidates + 1):
-            more = self._ask(messages, allowed, slot, self.settings.retry_temperature)
+            # a seed of its own: the same prompt, temperature and seed is the same reply
+            more = self._ask(messages, allowed, slot, self.settings.retry_temperature, n)
             if more is not None and more.actions and \
                     isinstance(more.actions[0], AddFunction | ReviseFunction):
                 judged.append((more, self._judge(more.actions[0], slot + 1, tries + 1, n)))

@@ -215,7 +215,10 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
             result.outcome, result.reason = "time_limit", f"over {settings.seconds:g} s"
             break
         try:
+            # "auto" said, not implied: llama-cpp-python's function-calling template renders
+            # no tools at all for a request without tool_choice (OpenAI's default is "auto")
             reply = client.chat("assistant", messages, tools=tools,
+                                tool_choice="auto" if tools else None,
                                 max_tokens=settings.max_tokens,
                                 temperature=settings.temperature, stop=STOP,
                                 deadline=started + settings.seconds)
@@ -280,10 +283,7 @@ def _episode(problem: Problem, client: LLMClient, sandbox: Executor,
 
 def _assistant_message(reply: ChatResult) -> dict[str, Any]:
     message = reply.assistant_message()
-    if message.get("content") is None and not message.get("tool_calls"):
-        message["content"] = ""
-    elif isinstance(message.get("content"), str):
-        message["content"] = _closed(message["content"])
+    message["content"] = _closed(message["content"])
     return message
 
 

@@ -444,7 +444,8 @@ def test_of_several_candidates_the_one_that_hits_most_known_answers_is_applied(
 
         opt = AgentOptimizer(1, client=client_for(server, monkeypatch), sandbox=sandbox,
                              events=tee, settings=OptimizerSettings(
-                                 candidates=3, temperature=0.1, retry_temperature=0.9))
+                                 candidates=3, temperature=0.1, retry_temperature=0.9,
+                                 seed=5))
         for question, answer in (("What is 8 plus 9?", "17"), ("What is 3 plus 4?", "7"),
                                  ("What is 1 plus 4?", "5")):
             opt.record_one_conversation([{"role": "user", "content": f"Problem: {question}"},
@@ -454,6 +455,7 @@ def test_of_several_candidates_the_one_that_hits_most_known_answers_is_applied(
         opt.client.close()
         store.close()
         temperatures = [r.get("temperature") for r in server.requests]
+        seeds = [r.get("seed") for r in server.requests]
     finally:
         server.stop()
     assert [s.description for s in opt.library.specs()] == ["a plus b"]
@@ -464,5 +466,6 @@ def test_of_several_candidates_the_one_that_hits_most_known_answers_is_applied(
     assert len(refused) == 2 and "import of 'os' is not allowed" in refused[1]
     assert "candidate 2 of 3 was chosen: it hit 3 known answer(s), this one 2" in refused[0]
     assert temperatures == [0.1, 0.9, 0.9]
+    assert seeds == [5, 6, 7]  # one seed each: the same seed would give the same reply
     assert opt.history[-1].proposals == 3 and opt.history[-1].applied == 1
     assert verify_history(tmp_path).ok  # every candidate is a proposal of record

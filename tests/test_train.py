@@ -30,6 +30,7 @@ from optimizer.conversation import STOP, ConversationResult, EpisodeSettings, so
 from optimizer.evaluate import evaluate, mcnemar_exact, wilson
 from optimizer.libraries import vetted_library
 from optimizer.math import Grader, Problem
+from optimizer.registration import LibraryPresentation
 from optimizer.runconfig import load_run_config
 from optimizer.train import RunDirectory, train
 from sandbox import FunctionSpec, Sandbox
@@ -291,6 +292,36 @@ def test_a_conversation_survives_a_broken_tool_call_and_grades_its_answer(
     assert any("exitcode: 0" in str(m["content"]) and "5" in str(m["content"])
                for m in result.messages if m["role"] == "user")
     assert [c["function"] for c in result.calls] == ["<code>"]
+
+
+@pytest.mark.parametrize("library_as", ["code", "tools"])
+def test_tools_are_offered_with_an_explicit_choice_and_their_calls_sent_back_as_text(
+        library_as: LibraryPresentation, server: ScriptedLLM,
+        monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """llama-cpp-python's function-calling template renders no tools for a request without
+    tool_choice: `library_as = "tools"` ran the same conversations as "code" (48 of 48
+    transcripts identical) until the choice was said; then the server refused the next turn,
+    whose assistant message had a null content beside its tool call."""
+    from sandbox import FunctionSpec
+
+    spec = FunctionSpec.from_dict({k: v for k, v in ADD.items() if k != "reason"})
+    server.responder = None
+    if library_as == "tools":
+        server.push(tool_call("add_numbers", {"a": 2, "b": 3}))
+    server.push(text("\\boxed{5}"))
+    with Grader(workers=1) as grader:
+        result = solve(Problem("q", "2 plus 3?", "5", "Arithmetic", None, "t"),
+                       client=client_for(server, monkeypatch), sandbox=sandbox,
+                       functions=[spec], grader=grader,
+                       settings=EpisodeSettings(max_turns=2, library_as=library_as))
+    assert result.correct
+    if library_as == "tools":
+        assert [t["function"]["name"] for t in server.requests[0]["tools"]] == ["add_numbers"]
+        assert [r["tool_choice"] for r in server.requests] == ["auto", "auto"]
+        assert result.library_calls == {"add_numbers": 1}
+        assert server.requests[1]["messages"][2]["content"] == ""  # never null (llama.cpp)
+    else:
+        assert "tools" not in server.requests[0] and "tool_choice" not in server.requests[0]
 
 
 def test_an_output_the_model_invents_is_cut_and_the_real_output_comes_back(

@@ -161,8 +161,10 @@ class ChatResult:
     queue_wait_s: float = 0.0  # of latency_s, waiting for a free slot of the server
 
     def assistant_message(self) -> dict[str, Any]:
-        """This reply as a message to append to the conversation."""
-        msg: dict[str, Any] = {"role": "assistant", "content": self.text}
+        """This reply as a message to append to the conversation. Its content is a string
+        even beside tool calls: llama-cpp-python's server refuses a null content (OpenAI takes
+        either)."""
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text or ""}
         if self.tool_calls:
             msg["tool_calls"] = [
                 {"id": c.id, "type": "function",
