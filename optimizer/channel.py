@@ -102,9 +102,8 @@ def replayed(result: ChatResult) -> dict[str, Any]:
                               "calls; the first ones are shown)").strip()
     size = len(message.get("content") or "") + sum(len(c["function"]["arguments"] or "")
                                                    for c in calls)
-    if message.get("content") is not None:
-        message["content"] = _clean(_clip(str(message["content"]), REPLAY_CHARS)
-                                    if size > REPLAY_CHARS else str(message["content"]))
+    message["content"] = _clean(_clip(message["content"], REPLAY_CHARS)
+                                if size > REPLAY_CHARS else message["content"])
     for call in calls:
         function = call["function"]
         function["name"] = _clean(str(function["name"])[:64])

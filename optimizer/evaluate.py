@@ -31,14 +31,15 @@ from .backends import Backend, Episode
 from .conversation import ConversationResult
 from .llm import LLMClient
 from .math import Problem
-from .publish import library_digest, source_commit
 from .runconfig import RunConfig
 from .session import (
     RunDirectory,
     episode_key,
+    library_digest,
     library_use,
     open_session,
     progress_bar,
+    source_commit,
     use_text,
 )
 

@@ -8,21 +8,20 @@ split's rule and counts. Nothing large is copied (no journal, no history, no wei
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sandbox import FunctionLibrary, FunctionSpec
+from sandbox import FunctionLibrary
 
-__all__ = ["library_digest", "machine", "publish", "source_commit"]
+from .session import library_digest, source_commit
+
+__all__ = ["machine", "publish"]
 
 KEPT = ("eval.json", "metrics.json", "curves.png")
 
@@ -40,24 +39,6 @@ def machine() -> dict[str, Any]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(memory / 2 ** 30, 1),
             "python": platform.python_version(), "system": platform.platform()}
-
-
-def source_commit() -> str:
-    """The checkout's commit (with "-dirty" when tracked files differ from it)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def library_digest(specs: Iterable[FunctionSpec]) -> str:
-    """One hash for a set of functions (order-free): which library a figure was measured with."""
-    hashes = sorted(f"{spec.name}:{spec.spec_hash}" for spec in specs)
-    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
 def publish(run: Path, out: Path, command: str) -> Path:

@@ -12,7 +12,8 @@ import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ from .llm.config import resolve_llm_config
 from .math import Grader
 from .runconfig import RunConfig
 
-__all__ = ["RunDirectory", "Session", "episode_key", "library_use", "open_session",
-           "progress_bar", "use_text"]
+__all__ = ["RunDirectory", "Session", "episode_key", "library_digest", "library_use",
+           "open_session", "progress_bar", "source_commit", "use_text"]
 
 _LIBRARY_ONLY = ("library_as", "library_shown")  # episode settings a run without functions
 # does not read
@@ -66,6 +67,24 @@ def episode_key(functions: Sequence[FunctionSpec], settings: EpisodeSettings,
     data = json.dumps([[s.spec_hash for s in functions], episode, harness_version(), model],
                       sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def source_commit() -> str:
+    """The checkout's commit (with "-dirty" when tracked files differ from it)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_digest(specs: Iterable[FunctionSpec]) -> str:
+    """One hash for a set of functions (order-free): which library a figure was measured with."""
+    hashes = sorted(f"{spec.name}:{spec.spec_hash}" for spec in specs)
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
 class RunDirectory:

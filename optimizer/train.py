@@ -43,7 +43,6 @@ from .history import HistoryStore
 from .llm import LLMClient
 from .math import Split, family_rule, load_gsm8k, load_jsonl, load_math, load_math500, split
 from .prompts import PromptBudget
-from .publish import source_commit
 from .runconfig import DataConfig, RunConfig, run_config_from_dict
 from .session import (
     RunDirectory,
@@ -51,10 +50,12 @@ from .session import (
     library_use,
     open_session,
     progress_bar,
+    source_commit,
     use_text,
 )
 
 __all__ = ["RunDirectory", "TrainSummary", "make_split", "train"]
+
 
 @dataclass(frozen=True)
 class TrainSummary:

@@ -21,7 +21,7 @@ from optimizer.evaluate import (
 from optimizer.history import CODE_BLOCK, call_data
 from optimizer.libraries import read_function_file, vetted_library
 from optimizer.math import FAMILIES, Problem, family_rule, select, split
-from optimizer.publish import library_digest, publish, source_commit
+from optimizer.publish import publish
 from optimizer.registration import (
     EpisodeRegistration,
     register_for_episode,
@@ -29,7 +29,7 @@ from optimizer.registration import (
     usage_example,
 )
 from optimizer.runconfig import DataConfig
-from optimizer.session import library_use
+from optimizer.session import library_digest, library_use, source_commit
 from optimizer.train import make_split
 from sandbox import FunctionSpec, Sandbox
 
