@@ -21,11 +21,11 @@ from .channel import (
     MAX_ACTIONS_PER_REPLY,
     MAX_ARGUMENTS_CHARS,
     MAX_REASON_CHARS,
+    answered,
     check_function_size,
     check_reply_size,
     clip_error,
     fit_request,
-    replayed,
 )
 from .errors import ActionParseError, LLMError, LLMRequestError, OptimizerError
 from .llm import ChatResult, LLMClient
@@ -484,7 +484,8 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
             errors.append(clip_error(exc))
             if on_exchange is not None:
                 on_exchange(exchanges[-1], result, errors[-1])
-            history.extend(_feedback(result, errors[-1], chosen))
+            fix = f"Your reply could not be used: {errors[-1]}. Reply again, correctly."
+            history.extend(answered(result, chosen == "tools", [], fix))
             continue
         if on_exchange is not None:
             on_exchange(exchanges[-1], result, None)
@@ -527,15 +528,3 @@ def _with_json_instructions(history: list[dict[str, Any]]) -> list[dict[str, Any
         out.insert(0, {"role": "system", "content": JSON_MODE_INSTRUCTIONS})
     return out
 
-
-def _feedback(result: ChatResult, error: str, mode: Mode) -> list[dict[str, Any]]:
-    """Messages telling the model what was wrong, in the protocol's own form (the reply itself
-    summarised when large: channel.replayed)."""
-    fix = f"Your reply could not be used: {error}. Reply again, correctly."
-    if mode == "tools" and result.tool_calls:
-        msgs: list[dict[str, Any]] = [replayed(result)]
-        msgs += [{"role": "tool", "tool_call_id": c["id"], "content": fix}
-                 for c in msgs[0]["tool_calls"]]
-        return msgs
-    return [{"role": "assistant", "content": replayed(result).get("content") or ""},
-            {"role": "user", "content": fix}]

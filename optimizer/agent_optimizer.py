@@ -63,7 +63,7 @@ from .actions import (
     action_name,
     request_actions,
 )
-from .channel import recorded_response, replayed
+from .channel import answered, recorded_response
 from .conversation import task_of
 from .errors import ActionParseError, OptimizerStateError
 from .events import Event, EventSink
@@ -368,7 +368,8 @@ class AgentOptimizer:
                 tries += 1
                 if applied or tries >= self.settings.retries_per_slot:
                     slots_used, tries = slots_used + 1, 0
-            transcript += _outcome_messages(reply, outcomes)
+            transcript += answered(reply.results[-1], reply.mode == "tools", outcomes,
+                                   "Not applied." if outcomes else "Nothing was applied.")
             if tries == 0 and slots_used < self.max_actions_per_step:  # a slot was used up
                 transcript.append({"role": "user", "content": "Propose the next change, or "
                                    "terminate if the library is good enough."})
@@ -748,15 +749,3 @@ def _rejection(spec: FunctionSpec, report: VetReport) -> str:
             "(the same function, corrected):\n- " + "\n- ".join(lines))
     return (text + ("\n" + " ".join(hints) if hints else ""))[:1800]
 
-
-def _outcome_messages(reply: ActionReply, outcomes: list[str]) -> list[dict[str, Any]]:
-    """The reply and what became of each of its actions, in the protocol's own form."""
-    result = reply.results[-1]
-    if reply.mode == "tools" and result.tool_calls:
-        messages: list[dict[str, Any]] = [replayed(result)]  # summarised when large
-        for i, call in enumerate(messages[0]["tool_calls"]):
-            text = outcomes[i] if i < len(outcomes) else "Not applied."
-            messages.append({"role": "tool", "tool_call_id": call["id"], "content": text})
-        return messages
-    return [{"role": "assistant", "content": replayed(result).get("content") or ""},
-            {"role": "user", "content": "\n".join(outcomes) or "Nothing was applied."}]

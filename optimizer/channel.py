@@ -26,8 +26,8 @@ from .llm import ChatResult
 
 __all__ = ["CHARS_PER_TOKEN", "MAX_ACTIONS_PER_REPLY", "MAX_ARGUMENTS_CHARS",
            "MAX_ERROR_CHARS", "MAX_FUNCTION_CHARS", "MAX_REASON_CHARS", "MAX_RECORDED_CHARS",
-           "REPLAY_CHARS", "SUMMARY_CHARS", "check_function_size", "check_reply_size", "clip_error",
-           "fit_request", "recorded_response", "replayed"]
+           "REPLAY_CHARS", "SUMMARY_CHARS", "answered", "check_function_size",
+           "check_reply_size", "clip_error", "fit_request", "recorded_response", "replayed"]
 
 CHARS_PER_TOKEN = 3.2  # as optimizer/prompts.py estimates: code and math are dense
 MAX_ACTIONS_PER_REPLY = 8  # the JSON mode schema's maxItems; tool calls alike
@@ -112,6 +112,19 @@ def replayed(result: ChatResult) -> dict[str, Any]:
             arguments = json.dumps({"summary": _summary(arguments)})
         function["arguments"] = _clean(arguments)
     return message
+
+
+def answered(result: ChatResult, tools: bool, per_call: Sequence[str],
+             otherwise: str) -> list[dict[str, Any]]:
+    """A reply (`replayed`) and the answer to it, in the protocol's own form: in tools mode one
+    tool message per call (`per_call[i]`, else `otherwise`), else one user message."""
+    message = replayed(result)
+    if tools and message.get("tool_calls"):
+        return [message, *({"role": "tool", "tool_call_id": call["id"],
+                            "content": per_call[i] if i < len(per_call) else otherwise}
+                           for i, call in enumerate(message["tool_calls"]))]
+    return [{"role": "assistant", "content": message.get("content") or ""},
+            {"role": "user", "content": "\n".join(per_call) or otherwise}]
 
 
 def _summary(arguments: str) -> str:

@@ -70,12 +70,15 @@ def episode_key(functions: Sequence[FunctionSpec], settings: EpisodeSettings,
 
 
 def source_commit() -> str:
-    """The checkout's commit (with "-dirty" when tracked files differ from it)."""
+    """fnforge's own commit (with "-dirty" when tracked files differ from it), wherever it is
+    run from: the checkout that holds this file, not the working directory's."""
+    here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True)
+                             timeout=10, check=True, cwd=here)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10,
+                               cwd=here).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

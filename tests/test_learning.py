@@ -122,6 +122,10 @@ def test_the_problem_comes_after_the_library_block_and_is_found_again() -> None:
     assert with_lib.endswith("Problem: What is 2 plus 3?") and with_lib.startswith("These")
     assert task_of(with_lib) == task_of(user_turn(p, EpisodeRegistration())) == p.question
     assert usage_example(make_spec("def f(x):\n    return x\n")) == ""  # no test, no example
+    # offered as tools: no block (the server puts the tools in the system turn), one sentence
+    as_tools = user_turn(p, EpisodeRegistration((ADD,), presentation="tools"))
+    assert "Call the tool" in as_tools.split("\n")[0] and "add(" not in as_tools
+    assert task_of(as_tools) == p.question
 
 
 def test_a_block_reports_the_library_calls_it_made_as_it_ran(sandbox: Sandbox) -> None:
@@ -469,3 +473,11 @@ def test_of_several_candidates_the_one_that_hits_most_known_answers_is_applied(
     assert seeds == [5, 6, 7]  # one seed each: the same seed would give the same reply
     assert opt.history[-1].proposals == 3 and opt.history[-1].applied == 1
     assert verify_history(tmp_path).ok  # every candidate is a proposal of record
+
+
+def test_the_commit_recorded_is_fnforges_own_wherever_it_runs_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = source_commit()
+    assert here != "unknown" and len(here.removesuffix("-dirty")) == 40
+    monkeypatch.chdir(tmp_path)  # not a checkout: the commit is still this one's
+    assert source_commit() == here

@@ -128,3 +128,41 @@ def test_smollm2_streams_and_stops_generating_what_it_gave_up(tmp_path: Path) ->
         assert "Disconnected from client" in Path(info.log).read_text(errors="replace")
     finally:
         server.stop()
+
+
+def test_smollm2_reads_tool_results_and_streams_with_tools_offered(tmp_path: Path) -> None:
+    """The server's fnforge-tools handler (optimizer/llm/serve.py) against the real runtime: a
+    call's result reaches the model's prompt (the stock chatml-function-calling template left
+    every `tool` message out, so the model called again and again), and a reply with tools
+    offered streams (the stock handler refused an automatic tool choice streamed)."""
+    server = LocalServer(tmp_path / "run")
+    info = server.start(LocalConfig(model="smollm2-135m", port=0, n_ctx=2048), show=False)
+    add = {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"]}}}
+
+    def history(result: str) -> list[dict[str, object]]:
+        return [{"role": "user", "content": "Add 2 and 3."},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": result}]
+    try:
+        whole = config_from_dict({"provider": "local", "local": {"model": "smollm2-135m"},
+                                  "stream": False}, env={})
+        with LLMClient(whole, use_config_cache=False, base_url=info.base_url) as client:
+            short, long = (client.chat("assistant", history(result), tools=[add],
+                                       tool_choice="auto", max_tokens=8, temperature=0.0)
+                           for result in ("5", " ".join(["5"] * 200)))
+            # the server's own count: the longer result is in the prompt the model reads
+            assert long.prompt_tokens - short.prompt_tokens >= 150
+        streamed = config_from_dict({"provider": "local", "local": {"model": "smollm2-135m"}},
+                                    env={})
+        with LLMClient(streamed, use_config_cache=False, base_url=info.base_url) as client:
+            reply = client.chat("assistant", history("5"), tools=[add], tool_choice="auto",
+                                max_tokens=24, temperature=0.0)
+            assert reply.finish_reason in ("stop", "length", "tool_calls")
+            assert reply.text or reply.tool_calls
+            assert client.usage_report()["run"]["retries"] == 0
+    finally:
+        server.stop()

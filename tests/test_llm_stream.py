@@ -197,10 +197,10 @@ def test_whole_replies_keep_the_fixed_timeout_and_leave_work_running(
     assert (run["abandoned"], run["left_running"], run["retried_while_generating"]) == (1, 1, 1)
 
 
-def test_the_embedded_model_streams_except_an_automatic_tool_choice(
+def test_the_embedded_model_streams_every_request_tools_offered_too(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """llama-cpp-python cannot stream tool_choice "auto" with tools: that request goes whole,
-    with a timeout from its size rather than a fixed total; every other one is streamed."""
+    """Its server's fnforge-tools handler streams an automatic tool choice (the stock handler
+    could not), and the prompt it counts is laid out as the server lays it out, tools too."""
     server = ScriptedLLM(slots=1, stream_usage=False).start()
     try:
         server.push(text("streamed"), tool_call("terminate", {"reason": "x"}))
@@ -212,8 +212,9 @@ def test_the_embedded_model_streams_except_an_automatic_tool_choice(
         # no usage in the stream: the server's tokenizer counted the messages as chatml
         assert streamed.prompt_tokens == 1 and streamed.completion_tokens == 1
         tools = [{"type": "function", "function": {"name": "terminate", "parameters": {}}}]
-        assert client.chat("optimizer", MSGS, tools=tools, tool_choice="auto").tool_calls
-        assert [bool(r.get("stream")) for r in server.requests] == [True, False]
+        called = client.chat("optimizer", MSGS, tools=tools, tool_choice="auto")
+        assert called.tool_calls and called.prompt_tokens > streamed.prompt_tokens + 10
+        assert [bool(r.get("stream")) for r in server.requests] == [True, True]
     finally:
         server.stop()
     remote = config_from_dict({"base_url": "http://127.0.0.1:9/v1", "model": "m"}, env={})

@@ -324,6 +324,35 @@ def test_tools_are_offered_with_an_explicit_choice_and_their_calls_sent_back_as_
         assert "tools" not in server.requests[0] and "tool_choice" not in server.requests[0]
 
 
+def test_a_code_block_holding_only_a_json_call_of_an_offered_tool_is_that_call(
+        server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """Offered tools and told to write code, the 1.5B model writes its calls as JSON in a code
+    fence (README, "Learning"): the call is made and sent back as a tool call and its result;
+    JSON naming no offered tool, or code around it, stays code."""
+    from sandbox import FunctionSpec
+
+    spec = FunctionSpec.from_dict({k: v for k, v in ADD.items() if k != "reason"})
+    server.responder = None
+    server.push(text('I will add.\n```python\n{"name": "add_numbers", "arguments": '
+                     '{"a": 2, "b": 3}}\n'),  # cut at its closing fence (STOP)
+                text('```python\n{"name": "subtract", "arguments": {"a": 2}}\n```'),
+                text("\\boxed{5}"))
+    with Grader(workers=1) as grader:
+        result = solve(Problem("q", "2 plus 3?", "5", "Arithmetic", None, "t"),
+                       client=client_for(server, monkeypatch), sandbox=sandbox,
+                       functions=[spec], grader=grader,
+                       settings=EpisodeSettings(max_turns=3, library_as="tools"))
+    assert result.correct and result.tool_calls == 1 and result.code_blocks == 1
+    assert result.library_calls == {"add_numbers": 1}
+    called, answer = result.messages[2], result.messages[3]
+    assert called["content"] == "I will add."
+    assert [json.loads(c["function"]["arguments"]) for c in called["tool_calls"]] == [
+        {"a": 2, "b": 3}]
+    assert answer == {"role": "tool", "tool_call_id": called["tool_calls"][0]["id"],
+                      "content": "5"}
+    assert "exitcode: 0" in result.messages[5]["content"]  # the unknown name ran as code
+
+
 def test_an_output_the_model_invents_is_cut_and_the_real_output_comes_back(
         server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
     """The 1.5B model writes its code, an output block of its own and a boxed guess; it then

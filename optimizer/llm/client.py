@@ -48,6 +48,7 @@ from ..errors import (
 )
 from .cache import CacheMode, ResponseCache
 from .config import LLMConfig, RoleConfig
+from .serve import render
 
 __all__ = ["ChatResult", "DeadlineExceeded", "LLMClient", "ToolCall", "Usage", "safe_url"]
 
@@ -56,9 +57,6 @@ log = logging.getLogger("fnforge.llm")
 # Limits of streamed requests (the config holds the ones a user tunes).
 PROMPT_CHARS_PER_S = 40.0   # slowest prompt processing waited for before a first token: about
                             # 10 tokens/s, the 1.5B model on 2 busy cores
-SLOWEST_TOKENS_PER_S = 2.0  # slowest generation a whole (unstreamed) local reply is given time
-                            # for (2.4 measured beside two CPU hogs)
-WHOLE_REPLY_TOKENS = 2048   # tokens assumed for a whole local reply with no max_tokens
 CONNECT_TIMEOUT_S = 10.0
 WATCH_TICK_S = 1.0          # a stream's watchdog re-reads the clock at least this often
 
@@ -399,30 +397,12 @@ class LLMClient:
             return None
         return (prompt * price.input_per_mtok + completion * price.output_per_mtok) / 1e6
 
-    def _streams(self, request: Mapping[str, Any]) -> bool:
-        """Whether this request is streamed. llama-cpp-python's chatml-function-calling cannot
-        stream an automatic tool choice ("Automatic streaming tool choice is not supported"):
-        such a request to the embedded model goes whole, with no fixed total timeout."""
-        if not self.config.streamed:
-            return False
-        return not (self.config.provider == "local" and request.get("tools")
-                    and request.get("tool_choice") == "auto")
-
     def _first_token_budget(self, request: Mapping[str, Any]) -> float:
         """Seconds a streamed request may wait for its first token: the configured wait plus
         the prompt's processing at the slowest rate we wait for."""
         chars = len(json.dumps(request.get("messages", []))) + len(
             json.dumps(request.get("tools") or []))
         return self.config.first_token_timeout + chars / PROMPT_CHARS_PER_S
-
-    def _whole_timeout(self, request: Mapping[str, Any]) -> float:
-        """Seconds for a whole reply: the config's timeout, except on a server whose requests
-        are streamed (the embedded model), where a reply that cannot be streamed gets the time
-        its prompt and its longest answer need at the slowest rates, not a fixed total."""
-        if not self.config.streamed:
-            return self.config.timeout
-        tokens = request.get("max_tokens") or WHOLE_REPLY_TOKENS
-        return self._first_token_budget(request) + tokens / SLOWEST_TOKENS_PER_S
 
     @contextlib.contextmanager
     def _slot(self, deadline: float | None, waste: Waste,
@@ -453,11 +433,11 @@ class LLMClient:
 
     def _create(self, request: dict[str, Any], deadline: float | None,
                 waste: Waste) -> tuple[dict[str, Any], int]:
-        """The reply (whole, or streamed when ``_streams``) and the attempts it took: 429,
+        """The reply (whole, or streamed when ``config.streamed``) and the attempts it took: 429,
         5xx, connection failures, broken answers and timeouts (for streams: silence) are
         retried with bounded backoff, each attempt in a slot of the server."""
         client = self._connect()
-        once = self._stream_once if self._streams(request) else self._whole_once
+        once = self._stream_once if self.config.streamed else self._whole_once
         attempts = self.config.max_retries + 1
         last = ""
         for attempt in range(1, attempts + 1):
@@ -478,7 +458,7 @@ class LLMClient:
     def _whole_once(self, client: openai.OpenAI, request: dict[str, Any],
                     deadline: float | None, waste: Waste) -> dict[str, Any]:
         """One attempt at a whole reply, or _AttemptFailed; a deadline shortens the wait."""
-        timeout = self._whole_timeout(request)
+        timeout = self.config.timeout
         wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
         try:
             response = client.chat.completions.create(**request, timeout=max(wait, 0.01))
@@ -577,12 +557,14 @@ class LLMClient:
 
     def _local_prompt_tokens(self, client: openai.OpenAI, request: Mapping[str, Any]) -> int:
         """The prompt's tokens as the embedded server counts them: llama-cpp-python sends no
-        usage with a stream, so its tokenizer counts the messages laid out as chatml (exact
-        without tools; tools add their schemas, counted about right). 0 if it cannot say."""
+        usage with a stream, so its tokenizer counts the prompt as the server lays it out
+        (serve.render; a forced tool call's stock layout is counted about right). 0 if it
+        cannot say."""
         root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        prompt = render(request.get("messages", []), request.get("tools") or [])
         try:
-            response = httpx.post(f"{root}/extras/tokenize/count",
-                                  json={"input": _chatml(request)}, timeout=CONNECT_TIMEOUT_S)
+            response = httpx.post(f"{root}/extras/tokenize/count", json={"input": prompt},
+                                  timeout=CONNECT_TIMEOUT_S)
             return int(response.json()["count"]) if response.status_code == 200 else 0
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return 0
@@ -678,22 +660,6 @@ class LLMClient:
             prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=self._cost(model, prompt, completion), cached=cached, attempts=attempts,
             latency_s=latency, raw=data)
-
-
-def _chatml(request: Mapping[str, Any]) -> str:
-    """A request's messages as chatml-function-calling lays them out (for counting tokens)."""
-    parts = []
-    for message in request.get("messages", []):
-        content = message.get("content") or ""
-        if not isinstance(content, str):
-            content = json.dumps(content)
-        calls = "".join(f"functions.{c['function']['name']}:\n{c['function']['arguments']}"
-                        for c in message.get("tool_calls") or [])
-        parts.append(f"<|im_start|>{message.get('role')}\n{content}{calls}<|im_end|>\n")
-    tools = "".join(f"\nfunctions.{t['function']['name']}:\n"
-                    f"{json.dumps(t['function'].get('parameters'))}\n"
-                    for t in request.get("tools") or [])
-    return "".join(parts) + tools + "<|im_start|>assistant\n"
 
 
 _SLOTS_LOCK = threading.Lock()

@@ -41,6 +41,7 @@ from sandbox import cache_dir, pid_alive
 
 from ..errors import LocalModelError
 from .config import LocalConfig
+from .serve import CHAT_FORMAT
 
 __all__ = [
     "FIRST_TOKEN_TIMEOUT_S",
@@ -76,6 +77,10 @@ _CHUNK = 4 << 20
 #     finish) as soon as any other request waits, even a GET /v1/models;
 #   --disable_ping_events true: its SSE pings every 15 s would hide a server that fell silent.
 SERVER_FLAGS = ("--interrupt_requests", "false", "--disable_ping_events", "true")
+# llama_cpp.server with fnforge's chat handler for tools (optimizer/llm/serve.py), run from the
+# directory that holds the optimizer package, wherever the caller's working directory is
+_SERVER_MODULE = "optimizer.llm.serve"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # A server is ready only once it has generated: it answers /v1/models before it has run the
 # model once, and a runtime built for instructions the CPU (or the VM) refuses dies on the
 # first generation, which every later request would report as "connection refused".
@@ -277,7 +282,7 @@ def _is_our_server(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"llama_cpp.server" in cmdline
+    return _SERVER_MODULE.encode() in cmdline
 
 
 class LocalServer:
@@ -319,16 +324,17 @@ class LocalServer:
         path = model_file(model.key, show=show)
         chosen = choose_port(cfg.port if port is None else port, strict_port)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path),
+        cmd = [sys.executable, "-m", _SERVER_MODULE, "--model", str(path),
                "--model_alias", model.key, "--n_threads", str(cfg.threads),
                "--n_threads_batch", str(cfg.threads_batch),
                "--n_ctx", str(cfg.n_ctx), "--host", HOST, "--port", str(chosen),
-               "--chat_format", "chatml-function-calling", *SERVER_FLAGS]
+               "--chat_format", CHAT_FORMAT, *SERVER_FLAGS]
         with self.log_file.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          cwd=_PACKAGE_ROOT)
         info = ServerInfo(pid=self._proc.pid, port=chosen, model=model.key,
                           base_url=f"http://{HOST}:{chosen}/v1", log=str(self.log_file),
                           started_at=time.time())

@@ -1,0 +1,224 @@
+"""The embedded model's server: llama-cpp-python's own, with a chat handler that speaks the
+model's native tool-call format.
+
+Why: llama-cpp-python's `chatml-function-calling` handler cannot carry a conversation with tools.
+Its template renders no `tool` message, so the model never reads what a call returned and calls
+again (measured: the same call repeated to the turn limit in 21 of 24 conversations); a reply it
+starts as a message is held to a grammar that allows only a function's name or the end; and it
+cannot stream an automatic tool choice. Qwen2.5 was trained on a format of its own (its chat
+template, in the model file): the tools as JSON inside <tools> in the system turn, a call as
+<tool_call>{"name": ..., "arguments": {...}}</tool_call> after the reply's text, the results
+inside <tool_response> in the next user turn. The `fnforge-tools` handler renders every request
+that carries tools or tool results that way, lets the model write freely, and turns the
+<tool_call> blocks of its reply into OpenAI tool calls, whole or streamed. Requests with neither
+(the optimizer's JSON proposals, plain chat) go to the stock handler unchanged.
+
+Run as ``python -m optimizer.llm.serve ARGS`` (llama_cpp.server's arguments); this module never
+imports llama_cpp at import time, so the rest of fnforge loads without the runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = ["CHAT_FORMAT", "ToolCall", "main", "parse_reply", "render"]
+
+CHAT_FORMAT = "fnforge-tools"
+_STOCK_FORMAT = "chatml-function-calling"
+_TOOLS_HEAD = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>")
+_TOOLS_TAIL = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
+_DEFAULT_SYSTEM = "You are a helpful assistant."
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+_CALL = re.compile(re.escape(_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(_CLOSE) + r"|\Z)", re.S)
+
+ToolCall = dict[str, Any]
+"""An OpenAI tool call: {"id", "type": "function", "function": {"name", "arguments"}}."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return content if isinstance(content, str) else ""
+
+
+def _call_text(call: Mapping[str, Any]) -> str:
+    function = call.get("function")
+    fn: Mapping[str, Any] = function if isinstance(function, Mapping) else call
+    arguments = fn.get("arguments", "{}")
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # else shown as the model wrote it
+            arguments = json.loads(arguments)
+    return f'{_OPEN}\n{{"name": {_json(str(fn.get("name", "")))}, "arguments": ' \
+           f"{_json(arguments)}}}\n{_CLOSE}"
+
+
+def render(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:
+    """The prompt, laid out as Qwen2.5's chat template lays out tools, calls and results."""
+    out: list[str] = []
+    rest = list(messages)
+    system = _text(rest.pop(0)) if rest and rest[0].get("role") == "system" else None
+    if tools:
+        out.append(f"<|im_start|>system\n{system if system is not None else _DEFAULT_SYSTEM}"
+                   + _TOOLS_HEAD + "".join("\n" + _json(t) for t in tools)
+                   + _TOOLS_TAIL + "<|im_end|>\n")
+    elif system is not None:
+        out.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+    for i, message in enumerate(rest):
+        role = message.get("role")
+        if role == "tool":
+            if i == 0 or rest[i - 1].get("role") != "tool":
+                out.append("<|im_start|>user")
+            out.append(f"\n<tool_response>\n{_text(message)}\n</tool_response>")
+            if i == len(rest) - 1 or rest[i + 1].get("role") != "tool":
+                out.append("<|im_end|>\n")
+        elif role == "assistant" and message.get("tool_calls"):
+            text = _text(message)
+            out.append("<|im_start|>assistant" + (f"\n{text}" if text else "")
+                       + "".join("\n" + _call_text(c) for c in message["tool_calls"]
+                                 if isinstance(c, Mapping))
+                       + "<|im_end|>\n")
+        else:
+            out.append(f"<|im_start|>{role}\n{_text(message)}<|im_end|>\n")
+    out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def parse_reply(text: str) -> tuple[str, list[ToolCall]]:
+    """The reply's text before its first call, and its calls. A block that is not a JSON
+    object with a name stays text: the model reads back what it wrote, not a made-up call."""
+    start = text.find(_OPEN)
+    if start < 0:
+        return text, []
+    calls: list[ToolCall] = []
+    for body in _CALL.findall(text, start):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return text, []
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return text, []
+        arguments = data.get("arguments", {})
+        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                      "function": {"name": data["name"],
+                                   "arguments": arguments if isinstance(arguments, str)
+                                   else _json(arguments)}})
+    return text[:start].rstrip(), calls
+
+
+# -- the handler (runs in the server process) ------------------------------------------------------
+_PASSED = ("max_tokens", "temperature", "top_p", "min_p", "typical_p", "stop",
+           "frequency_penalty", "presence_penalty", "repeat_penalty", "top_k", "seed", "tfs_z",
+           "mirostat_mode", "mirostat_tau", "mirostat_eta", "model", "logits_processor",
+           "grammar", "logit_bias")
+
+
+def _handler(llama: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+             tool_choice: Any = None, stream: bool = False, **kwargs: Any) -> Any:
+    """llama-cpp-python's chat-handler signature; see the module doc."""
+    llama_chat_format = _runtime("llama_cpp.llama_chat_format")
+
+    offered = bool(tools) and tool_choice in (None, "auto")
+    forced = bool(tools) and not offered and tool_choice != "none"
+    if forced or not (offered or any(m.get("role") == "tool" or m.get("tool_calls")
+                                     for m in messages)):
+        # a call forced by name (the stock grammar holds the arguments to the schema), or
+        # no tools at all: the stock handler, as before
+        stock = llama_chat_format.get_chat_completion_handler(_STOCK_FORMAT)
+        return stock(llama=llama, messages=messages, tools=tools, tool_choice=tool_choice,
+                     stream=stream, **kwargs)
+    stop = kwargs.get("stop") or []
+    passed = {k: kwargs[k] for k in _PASSED if kwargs.get(k) is not None}
+    passed["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    passed["stop"].append("<|im_end|>")
+    prompt = render(messages, tools if offered and tools else [])
+    completion = llama.create_completion(prompt=prompt, stream=stream, **passed)
+    return _streamed(completion) if stream else _whole(completion)
+
+
+def _whole(completion: Mapping[str, Any]) -> dict[str, Any]:
+    choice = completion["choices"][0]
+    content, calls = parse_reply(choice["text"])
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": "chat" + completion["id"], "object": "chat.completion",
+            "created": completion["created"], "model": completion["model"],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if calls else choice["finish_reason"]}],
+            "usage": completion["usage"]}
+
+
+def _streamed(chunks: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Text streams as it comes until a call opens; the calls follow when the reply ends. A
+    tail that may be the start of ``<tool_call>`` is held back until it is not."""
+    head: dict[str, Any] = {}
+    held, calling, finish = "", False, None
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**head, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish_reason}]}
+
+    for piece in chunks:
+        if not head:
+            head = {"id": "chat" + piece["id"], "created": piece["created"],
+                    "model": piece["model"]}
+            yield chunk({"role": "assistant"})
+        choice = piece["choices"][0]
+        finish = choice["finish_reason"] or finish
+        held += choice["text"] or ""
+        if calling:
+            continue
+        at = held.find(_OPEN)
+        if at >= 0:
+            calling = True
+            text, held = held[:at], held[at:]
+        else:
+            keep = next((n for n in range(len(_OPEN) - 1, 0, -1)
+                         if held.endswith(_OPEN[:n])), 0)
+            text, held = held[:len(held) - keep], held[len(held) - keep:]
+        if text:
+            yield chunk({"content": text})
+    if not head:
+        return
+    content, calls = parse_reply(held) if calling else (held, [])
+    if content:
+        yield chunk({"content": content})
+    if calls:
+        yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+    yield chunk({}, "tool_calls" if calls else finish)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """llama_cpp.server's command line, with ``fnforge-tools`` among the chat formats."""
+    _runtime("llama_cpp.llama_chat_format").register_chat_completion_handler(CHAT_FORMAT)(
+        _handler)
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    _runtime("llama_cpp.server.__main__").main()
+
+
+def _runtime(module: str) -> Any:
+    """A module of llama-cpp-python, untyped: fnforge type-checks without the runtime."""
+    return importlib.import_module(module)
+
+
+if __name__ == "__main__":
+    main()
