@@ -313,10 +313,10 @@ def _written_calls(reply: ChatResult, offered: Mapping[str, FunctionSpec]) -> Ch
     for block in CODE_FENCE.findall(text):
         try:
             call = json.loads(block)
-        except ValueError:
+        except (ValueError, RecursionError):
             return reply
-        if not (isinstance(call, dict) and call.get("name") in offered
-                and isinstance(call.get("arguments", {}), dict)):
+        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
+                and call["name"] in offered and isinstance(call.get("arguments", {}), dict)):
             return reply
         calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"],
                               arguments=json.dumps(call.get("arguments", {}))))

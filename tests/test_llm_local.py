@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +68,30 @@ def test_stale_pid_file_is_cleaned(tmp_path: Path) -> None:
     assert server.status() is None
     assert not server.pid_file.exists() and not server.state_file.exists()
     assert server.stop() is False
+
+
+def test_an_older_fnforges_server_is_recognised_stopped_and_replaced(tmp_path: Path) -> None:
+    """Started as llama_cpp.server itself (no tool handler): still ours to stop, and start()
+    replaces it rather than reuse it."""
+    old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                            "llama_cpp.server"], start_new_session=True)
+    try:
+        for _ in range(100):  # until it has exec'd
+            if b"llama_cpp.server" in Path(f"/proc/{old.pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.05)
+        server = LocalServer(tmp_path)
+        server.pid_file.write_text(f"{old.pid}\n")
+        server.state_file.write_text(json.dumps({
+            "pid": old.pid, "port": 1, "model": "smollm2-135m",
+            "base_url": "http://127.0.0.1:1/v1", "log": "x", "started_at": 0.0}))
+        assert local_llm._server_module(old.pid) == b"llama_cpp.server"
+        assert server.status() is not None
+        assert local_llm._server_module(os.getpid()) is None  # any other process: not ours
+        assert server.stop() is True and old.wait(10) is not None
+    finally:
+        old.kill()
+        old.wait()
 
 
 def test_unknown_model_and_missing_parts() -> None:

@@ -156,6 +156,11 @@ def test_smollm2_reads_tool_results_and_streams_with_tools_offered(tmp_path: Pat
                            for result in ("5", " ".join(["5"] * 200)))
             # the server's own count: the longer result is in the prompt the model reads
             assert long.prompt_tokens - short.prompt_tokens >= 150
+            # and text reaches it as written: the stock template escaped HTML (`<` as `&lt;`)
+            raw, escaped = (client.chat("assistant", [{"role": "user", "content": text * 60}],
+                                        max_tokens=1, temperature=0.0)
+                            for text in ("<", "&lt;"))
+            assert raw.prompt_tokens < escaped.prompt_tokens
         streamed = config_from_dict({"provider": "local", "local": {"model": "smollm2-135m"}},
                                     env={})
         with LLMClient(streamed, use_config_cache=False, base_url=info.base_url) as client:
@@ -163,6 +168,7 @@ def test_smollm2_reads_tool_results_and_streams_with_tools_offered(tmp_path: Pat
                                 max_tokens=24, temperature=0.0)
             assert reply.finish_reason in ("stop", "length", "tool_calls")
             assert reply.text or reply.tool_calls
+            assert reply.prompt_tokens == short.prompt_tokens  # the stream's usage: the server's
             assert client.usage_report()["run"]["retries"] == 0
     finally:
         server.stop()

@@ -336,13 +336,14 @@ def test_a_code_block_holding_only_a_json_call_of_an_offered_tool_is_that_call(
     server.push(text('I will add.\n```python\n{"name": "add_numbers", "arguments": '
                      '{"a": 2, "b": 3}}\n'),  # cut at its closing fence (STOP)
                 text('```python\n{"name": "subtract", "arguments": {"a": 2}}\n```'),
+                text('```python\n{"name": ["add_numbers"], "arguments": {}}\n```'),
                 text("\\boxed{5}"))
     with Grader(workers=1) as grader:
         result = solve(Problem("q", "2 plus 3?", "5", "Arithmetic", None, "t"),
                        client=client_for(server, monkeypatch), sandbox=sandbox,
                        functions=[spec], grader=grader,
-                       settings=EpisodeSettings(max_turns=3, library_as="tools"))
-    assert result.correct and result.tool_calls == 1 and result.code_blocks == 1
+                       settings=EpisodeSettings(max_turns=4, library_as="tools"))
+    assert result.correct and result.tool_calls == 1 and result.code_blocks == 2
     assert result.library_calls == {"add_numbers": 1}
     called, answer = result.messages[2], result.messages[3]
     assert called["content"] == "I will add."

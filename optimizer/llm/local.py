@@ -277,12 +277,19 @@ def healthy(base_url: str, model: str | None = None, timeout: float = 2.0) -> bo
     return any(m.get("id") == model for m in data.get("data", []) if isinstance(m, dict))
 
 
-def _is_our_server(pid: int) -> bool:
+def _server_module(pid: int) -> bytes | None:
+    """The module a model server process runs: fnforge's, or (started by an older fnforge)
+    llama_cpp.server itself; None for any other process."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
-    return _SERVER_MODULE.encode() in cmdline
+        return None
+    return next((m for m in (_SERVER_MODULE.encode(), b"llama_cpp.server") if m in cmdline),
+                None)
+
+
+def _is_our_server(pid: int) -> bool:
+    return _server_module(pid) is not None
 
 
 class LocalServer:
@@ -312,6 +319,9 @@ class LocalServer:
         """Start the server for ``cfg.model`` unless it already runs; wait until it answers."""
         model = get_model(cfg.model)
         running = self.status()
+        if running is not None and _server_module(running.pid) != _SERVER_MODULE.encode():
+            self.stop()  # an older fnforge's server, without the tool handler: replaced
+            running = None
         if running is not None:
             if running.model == model.key and healthy(running.base_url, model.key):
                 return running

@@ -1,17 +1,22 @@
-"""The embedded model's server: llama-cpp-python's own, with a chat handler that speaks the
-model's native tool-call format.
+"""The embedded model's server: llama-cpp-python's own, with a chat handler of fnforge's that
+lays out every request as the model was trained to read it.
 
-Why: llama-cpp-python's `chatml-function-calling` handler cannot carry a conversation with tools.
-Its template renders no `tool` message, so the model never reads what a call returned and calls
-again (measured: the same call repeated to the turn limit in 21 of 24 conversations); a reply it
-starts as a message is held to a grammar that allows only a function's name or the end; and it
-cannot stream an automatic tool choice. Qwen2.5 was trained on a format of its own (its chat
-template, in the model file): the tools as JSON inside <tools> in the system turn, a call as
-<tool_call>{"name": ..., "arguments": {...}}</tool_call> after the reply's text, the results
-inside <tool_response> in the next user turn. The `fnforge-tools` handler renders every request
-that carries tools or tool results that way, lets the model write freely, and turns the
-<tool_call> blocks of its reply into OpenAI tool calls, whole or streamed. Requests with neither
-(the optimizer's JSON proposals, plain chat) go to the stock handler unchanged.
+Why: llama-cpp-python's `chatml-function-calling` handler garbled what the model read. Its Jinja
+environment escapes HTML, so every message reached the model with `<`, `&` and quotes as
+entities: code came back as `print(&#34;a&lt;b&#34;)`, the optimizer's JSON example as
+`{&#34;action&#34;: ...}`. Its template renders no `tool` message, so the model never read what a
+call returned and called again (measured: the same call repeated to the turn limit in 21 of 24
+conversations); a reply it starts as a message is held to a grammar that allows only a
+function's name or the end; and it cannot stream an automatic tool choice.
+
+The `fnforge-tools` handler renders every request as Qwen2.5's chat template does (the model
+file carries it): plain chatml turns; the tools as JSON inside <tools> in the system turn; a call
+as <tool_call>{"name": ..., "arguments": {...}}</tool_call> after the reply's text; results
+inside <tool_response> in the next user turn. It lets the model write freely and turns the
+<tool_call> blocks of its reply into OpenAI tool calls, whole or streamed; a call forced by name
+and a JSON response_format are held to their schema by a grammar. Text that is not the model's
+own cannot open or close one of those blocks: its tags are broken up (as `template_safe` breaks
+up `<|`), and `<` inside tool JSON is written `\\u003c`.
 
 Run as ``python -m optimizer.llm.serve ARGS`` (llama_cpp.server's arguments); this module never
 imports llama_cpp at import time, so the rest of fnforge loads without the runtime.
@@ -31,7 +36,6 @@ from typing import Any
 __all__ = ["CHAT_FORMAT", "ToolCall", "main", "parse_reply", "render"]
 
 CHAT_FORMAT = "fnforge-tools"
-_STOCK_FORMAT = "chatml-function-calling"
 _TOOLS_HEAD = (
     "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>")
@@ -46,16 +50,20 @@ _CALL = re.compile(re.escape(_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(_CLOSE) + r"
 ToolCall = dict[str, Any]
 """An OpenAI tool call: {"id", "type": "function", "function": {"name", "arguments"}}."""
 
+_TAG = re.compile(r"<(/?(?:tool_call|tool_response|tools)>)")
+
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """JSON in which no string can write a tag (its `<` is `\\u003c`: the same JSON value)."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def _text(message: Mapping[str, Any]) -> str:
+    """A message's text, the tags of the tool format in it broken up (`<\\tool_call>`)."""
     content = message.get("content")
     if isinstance(content, list):  # OpenAI content parts
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return content if isinstance(content, str) else ""
+        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return _TAG.sub(r"<\\\1", content) if isinstance(content, str) else ""
 
 
 def _call_text(call: Mapping[str, Any]) -> str:
@@ -63,7 +71,7 @@ def _call_text(call: Mapping[str, Any]) -> str:
     fn: Mapping[str, Any] = function if isinstance(function, Mapping) else call
     arguments = fn.get("arguments", "{}")
     if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):  # else shown as the model wrote it
+        with contextlib.suppress(ValueError, RecursionError):  # else shown as written
             arguments = json.loads(arguments)
     return f'{_OPEN}\n{{"name": {_json(str(fn.get("name", "")))}, "arguments": ' \
            f"{_json(arguments)}}}\n{_CLOSE}"
@@ -89,7 +97,7 @@ def render(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, A
             if i == len(rest) - 1 or rest[i + 1].get("role") != "tool":
                 out.append("<|im_end|>\n")
         elif role == "assistant" and message.get("tool_calls"):
-            text = _text(message)
+            text = _text(message).rstrip()
             out.append("<|im_start|>assistant" + (f"\n{text}" if text else "")
                        + "".join("\n" + _call_text(c) for c in message["tool_calls"]
                                  if isinstance(c, Mapping))
@@ -110,51 +118,71 @@ def parse_reply(text: str) -> tuple[str, list[ToolCall]]:
     for body in _CALL.findall(text, start):
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text, []
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return text, []
         arguments = data.get("arguments", {})
-        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                      "function": {"name": data["name"],
-                                   "arguments": arguments if isinstance(arguments, str)
-                                   else _json(arguments)}})
+        calls.append(_new_call(data["name"], arguments if isinstance(arguments, str)
+                               else _json(arguments)))
     return text[:start].rstrip(), calls
 
 
 # -- the handler (runs in the server process) ------------------------------------------------------
-_PASSED = ("max_tokens", "temperature", "top_p", "min_p", "typical_p", "stop",
-           "frequency_penalty", "presence_penalty", "repeat_penalty", "top_k", "seed", "tfs_z",
-           "mirostat_mode", "mirostat_tau", "mirostat_eta", "model", "logits_processor",
-           "grammar", "logit_bias")
+_PASSED = ("max_tokens", "temperature", "top_p", "min_p", "typical_p", "frequency_penalty",
+           "presence_penalty", "repeat_penalty", "top_k", "seed", "tfs_z", "mirostat_mode",
+           "mirostat_tau", "mirostat_eta", "model", "logits_processor", "grammar", "logit_bias")
 
 
 def _handler(llama: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-             tool_choice: Any = None, stream: bool = False, **kwargs: Any) -> Any:
-    """llama-cpp-python's chat-handler signature; see the module doc."""
-    llama_chat_format = _runtime("llama_cpp.llama_chat_format")
-
-    offered = bool(tools) and tool_choice in (None, "auto")
-    forced = bool(tools) and not offered and tool_choice != "none"
-    if forced or not (offered or any(m.get("role") == "tool" or m.get("tool_calls")
-                                     for m in messages)):
-        # a call forced by name (the stock grammar holds the arguments to the schema), or
-        # no tools at all: the stock handler, as before
-        stock = llama_chat_format.get_chat_completion_handler(_STOCK_FORMAT)
-        return stock(llama=llama, messages=messages, tools=tools, tool_choice=tool_choice,
-                     stream=stream, **kwargs)
-    stop = kwargs.get("stop") or []
-    passed = {k: kwargs[k] for k in _PASSED if kwargs.get(k) is not None}
-    passed["stop"] = [stop] if isinstance(stop, str) else list(stop)
-    passed["stop"].append("<|im_end|>")
-    prompt = render(messages, tools if offered and tools else [])
+             tool_choice: Any = None, stream: bool = False, stop: Any = None,
+             response_format: Mapping[str, Any] | None = None, logprobs: bool | None = None,
+             top_logprobs: int | None = None, **kwargs: Any) -> Any:
+    """llama-cpp-python's chat-handler signature; see the module doc. A call forced by name
+    (tool_choice {"function": {"name": ...}}) is written from its opening, its arguments held to
+    the tool's schema; a JSON response_format holds the reply to its schema."""
+    offered = list(tools or []) if tool_choice != "none" else []
+    prompt = render(messages, offered)
+    passed = {k: kwargs[k] for k in _PASSED if k in kwargs}
+    passed["stop"] = [*([stop] if isinstance(stop, str) else stop or []), "<|im_end|>"]
+    passed["logprobs"] = top_logprobs if logprobs else None
+    forced = None
+    if isinstance(tool_choice, Mapping):
+        forced = str(tool_choice.get("function", {}).get("name", ""))
+        tool = next((t for t in offered if t.get("function", {}).get("name") == forced), None)
+        if tool is None:
+            raise ValueError(f"tool_choice names {forced!r}, which is not among the tools")
+        prompt += f'{_OPEN}\n{{"name": {_json(forced)}, "arguments": '
+        passed["grammar"] = _json_grammar(tool["function"].get("parameters"))
+    elif (response_format or {}).get("type") == "json_object" and not passed.get("grammar"):
+        passed["grammar"] = _json_grammar((response_format or {}).get("schema"))
+    prompt_tokens = len(llama.tokenize(prompt.encode(), special=True))
     completion = llama.create_completion(prompt=prompt, stream=stream, **passed)
-    return _streamed(completion) if stream else _whole(completion)
+    if stream:
+        return _streamed(completion, prompt_tokens, forced)
+    return _whole(completion, forced)
 
 
-def _whole(completion: Mapping[str, Any]) -> dict[str, Any]:
+def _json_grammar(schema: Mapping[str, Any] | None) -> Any:
+    """A grammar holding the reply to a JSON schema (any JSON object without one)."""
+    grammars = _runtime("llama_cpp.llama_grammar").LlamaGrammar
+    if schema:
+        with contextlib.suppress(Exception):  # a schema the converter cannot take: any JSON
+            return grammars.from_json_schema(json.dumps(schema), verbose=False)
+    return grammars.from_string(_runtime("llama_cpp.llama_grammar").JSON_GBNF, verbose=False)
+
+
+def _new_call(name: str, arguments: str) -> ToolCall:
+    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": name, "arguments": arguments}}
+
+
+def _whole(completion: Mapping[str, Any], forced: str | None = None) -> dict[str, Any]:
     choice = completion["choices"][0]
-    content, calls = parse_reply(choice["text"])
+    if forced is not None:
+        content, calls = "", [_new_call(forced, choice["text"])]
+    else:
+        content, calls = parse_reply(choice["text"])
     message: dict[str, Any] = {"role": "assistant", "content": content or None}
     if calls:
         message["tool_calls"] = calls
@@ -165,11 +193,15 @@ def _whole(completion: Mapping[str, Any]) -> dict[str, Any]:
             "usage": completion["usage"]}
 
 
-def _streamed(chunks: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Text streams as it comes until a call opens; the calls follow when the reply ends. A
-    tail that may be the start of ``<tool_call>`` is held back until it is not."""
+def _streamed(chunks: Iterator[Mapping[str, Any]], prompt_tokens: int = 0,
+              forced: str | None = None) -> Iterator[dict[str, Any]]:
+    """Text streams as it comes until a call opens; the calls follow when the reply ends (a
+    tail that may be the start of ``<tool_call>`` is held back until it is not). A forced
+    call's arguments stream as they come. The last chunk carries the usage (llama-cpp-python
+    sends none with a stream)."""
     head: dict[str, Any] = {}
-    held, calling, finish = "", False, None
+    held, calling, finish, made = "", False, None, 0
+    call = _new_call(forced, "") if forced is not None else None
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {**head, "object": "chat.completion.chunk",
@@ -181,18 +213,27 @@ def _streamed(chunks: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
             head = {"id": "chat" + piece["id"], "created": piece["created"],
                     "model": piece["model"]}
             yield chunk({"role": "assistant"})
+            if call is not None:
+                yield chunk({"tool_calls": [{"index": 0, **call}]})
         choice = piece["choices"][0]
         finish = choice["finish_reason"] or finish
-        held += choice["text"] or ""
+        text = choice["text"] or ""
+        made += bool(text)
+        if call is not None:
+            if text:
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+            continue
+        held += text
         if calling:
             continue
         at = held.find(_OPEN)
         if at >= 0:
             calling = True
-            text, held = held[:at], held[at:]
+            text, held = held[:at].rstrip(), held[at:]
         else:
             keep = next((n for n in range(len(_OPEN) - 1, 0, -1)
                          if held.endswith(_OPEN[:n])), 0)
+            keep = max(keep, len(held) - len(held.rstrip()))  # a call's text ends unspaced
             text, held = held[:len(held) - keep], held[len(held) - keep:]
         if text:
             yield chunk({"content": text})
@@ -202,8 +243,11 @@ def _streamed(chunks: Iterator[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
     if content:
         yield chunk({"content": content})
     if calls:
-        yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
-    yield chunk({}, "tool_calls" if calls else finish)
+        yield chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+    last = chunk({}, "tool_calls" if calls or call is not None else finish)
+    last["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": made,
+                     "total_tokens": prompt_tokens + made}
+    yield last
 
 
 def main(argv: Sequence[str] | None = None) -> None:
