@@ -36,15 +36,15 @@ __all__ = ["RunDirectory", "Session", "episode_key", "library_digest", "library_
 
 _LIBRARY_ONLY = ("library_as", "library_shown")  # episode settings a run without functions
 # does not read
-_HARNESS_SOURCES = ("conversation.py", "registration.py", "math/grading.py")
+_HARNESS_SOURCES = ("conversation.py", "registration.py", "math/grading.py", "llm/serve.py")
 
 
 @functools.cache
 def harness_version() -> str:
     """What an episode is solved and graded with besides its settings: the prompts, the
-    messages and formats of the conversation loop, how functions are shown, the grader (their
-    sources, where every prompt string lives), and the sandbox image (its runner rewrites and
-    runs every code block)."""
+    messages and formats of the conversation loop, how functions are shown, how the embedded
+    model's server lays out a request, the grader (their sources, where every prompt string
+    lives), and the sandbox image (its runner rewrites and runs every code block)."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in _HARNESS_SOURCES:
