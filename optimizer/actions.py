@@ -499,8 +499,8 @@ def request_actions(client: LLMClient, messages: Sequence[Mapping[str, Any]], *,
 
 def _tool_choice(client: LLMClient, allowed: Sequence[str]) -> Any:
     """Force a tool call: by name when only one is allowed (every server takes that form);
-    "required" otherwise, except llama.cpp's chatml-function-calling, which takes only "auto".
-    """
+    "required" otherwise, except on the embedded server, whose handler (llm/serve.py) holds
+    only a call forced by name to a grammar: "auto" says what it does there."""
     if len(allowed) == 1:
         return {"type": "function", "function": {"name": allowed[0]}}
     return "auto" if client.config.provider == "local" else "required"
