@@ -50,6 +50,7 @@ from sandbox import (
 from .errors import ContextTooLong, LLMRequestError
 from .history.calls import CODE_BLOCK, call_data
 from .llm import ChatResult, DeadlineExceeded, LLMClient, ToolCall
+from .llm.serve import json_call
 from .math import Grader, Problem, extract_answer
 from .registration import (
     EpisodeRegistration,
@@ -311,15 +312,11 @@ def _written_calls(reply: ChatResult, offered: Mapping[str, FunctionSpec]) -> Ch
     text = _closed(reply.text or "")
     calls = []
     for block in CODE_FENCE.findall(text):
-        try:
-            call = json.loads(block)
-        except (ValueError, RecursionError):
+        call = json_call(block)
+        if call is None or call[0] not in offered or not isinstance(call[1], dict):
             return reply
-        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
-                and call["name"] in offered and isinstance(call.get("arguments", {}), dict)):
-            return reply
-        calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"],
-                              arguments=json.dumps(call.get("arguments", {}))))
+        calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call[0],
+                              arguments=json.dumps(call[1])))
     if not calls:
         return reply
     return dataclasses.replace(reply, text=text[:text.find("```")].rstrip(),

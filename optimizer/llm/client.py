@@ -556,10 +556,10 @@ class LLMClient:
                              "(the server interrupted it)")
 
     def _local_prompt_tokens(self, client: openai.OpenAI, request: Mapping[str, Any]) -> int:
-        """The prompt's tokens as the embedded server counts them: llama-cpp-python sends no
-        usage with a stream, so its tokenizer counts the prompt as the server lays it out
-        (serve.render; a forced tool call's stock layout is counted about right). 0 if it
-        cannot say."""
+        """The prompt's tokens as the embedded server counts them, for a stream that ended
+        without usage (fnforge's handler sends it; llama-cpp-python's own handlers do not): its
+        tokenizer counts the prompt as the server lays it out (serve.render). 0 if it cannot
+        say."""
         root = str(client.base_url).rstrip("/").removesuffix("/v1")
         prompt = render(request.get("messages", []), request.get("tools") or [])
         try:

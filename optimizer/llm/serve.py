@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["CHAT_FORMAT", "ToolCall", "main", "parse_reply", "render"]
+__all__ = ["CHAT_FORMAT", "ToolCall", "json_call", "main", "parse_reply", "render"]
 
 CHAT_FORMAT = "fnforge-tools"
 _TOOLS_HEAD = (
@@ -73,8 +73,12 @@ def _call_text(call: Mapping[str, Any]) -> str:
     if isinstance(arguments, str):
         with contextlib.suppress(ValueError, RecursionError):  # else shown as written
             arguments = json.loads(arguments)
-    return f'{_OPEN}\n{{"name": {_json(str(fn.get("name", "")))}, "arguments": ' \
-           f"{_json(arguments)}}}\n{_CLOSE}"
+    return f"{_call_opening(str(fn.get('name', '')))}{_json(arguments)}}}\n{_CLOSE}"
+
+
+def _call_opening(name: str) -> str:
+    """A call as the template writes it, up to its arguments (a forced call starts here)."""
+    return f'{_OPEN}\n{{"name": {_json(name)}, "arguments": '
 
 
 def render(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> str:
@@ -116,16 +120,25 @@ def parse_reply(text: str) -> tuple[str, list[ToolCall]]:
         return text, []
     calls: list[ToolCall] = []
     for body in _CALL.findall(text, start):
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
+        call = json_call(body)
+        if call is None:
             return text, []
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-            return text, []
-        arguments = data.get("arguments", {})
-        calls.append(_new_call(data["name"], arguments if isinstance(arguments, str)
+        name, arguments = call
+        calls.append(_new_call(name, arguments if isinstance(arguments, str)
                                else _json(arguments)))
     return text[:start].rstrip(), calls
+
+
+def json_call(text: str) -> tuple[str, Any] | None:
+    """The name and arguments of a call written as JSON, {"name": ..., "arguments": ...}
+    (arguments {} when left out); None for anything else, however deep or broken."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    return data["name"], data.get("arguments", {})
 
 
 # -- the handler (runs in the server process) ------------------------------------------------------
@@ -152,14 +165,13 @@ def _handler(llama: Any, messages: list[dict[str, Any]], tools: list[dict[str, A
         tool = next((t for t in offered if t.get("function", {}).get("name") == forced), None)
         if tool is None:
             raise ValueError(f"tool_choice names {forced!r}, which is not among the tools")
-        prompt += f'{_OPEN}\n{{"name": {_json(forced)}, "arguments": '
+        prompt += _call_opening(forced)
         passed["grammar"] = _json_grammar(tool["function"].get("parameters"))
     elif (response_format or {}).get("type") == "json_object" and not passed.get("grammar"):
         passed["grammar"] = _json_grammar((response_format or {}).get("schema"))
-    prompt_tokens = len(llama.tokenize(prompt.encode(), special=True))
     completion = llama.create_completion(prompt=prompt, stream=stream, **passed)
-    if stream:
-        return _streamed(completion, prompt_tokens, forced)
+    if stream:  # a stream carries no usage: the prompt is counted here, for its last chunk
+        return _streamed(completion, len(llama.tokenize(prompt.encode(), special=True)), forced)
     return _whole(completion, forced)
 
 
